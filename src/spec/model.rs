@@ -1,0 +1,224 @@
+//! The typed, validated form of an app spec: what the rest of procd consumes.
+//!
+//! [`AppSpec`] is what one `app` node of a conf.d file means once it has been
+//! decoded, validated and resolved (env profile applied, env files read,
+//! interpreter found). Everything that defines *one instance* lives in
+//! [`InstanceSpec`], and only that is hashed ([`SpecHash`]); the instance count
+//! and where the app was declared are outside it, so scaling or moving an app
+//! between files never restarts it. No I/O happens in this module.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One declared app, validated and resolved, ready to reconcile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppSpec {
+    /// Unique app name across the whole config dir and the state dir.
+    pub name: String,
+    /// Where the app was declared; shown in `status` and used by `delete` to
+    /// refuse removing conf.d apps.
+    pub source: SourceRef,
+    /// How many instances to run; deliberately outside the hash.
+    pub instances: Instances,
+    /// Everything that defines one instance; the hash is taken over this.
+    pub template: InstanceSpec,
+    /// Hash of the canonical JSON form of `template`.
+    pub hash: SpecHash,
+}
+
+/// The file and line of an `app` node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub file: PathBuf,
+    pub line: usize,
+    /// True when the app was created by `procd start SCRIPT` and lives in the
+    /// state dir rather than the config dir.
+    pub cli_created: bool,
+}
+
+/// The requested instance count, kept symbolic so that `max` follows the CPU
+/// count of the host the daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instances {
+    /// Exactly N (N >= 1).
+    Count(u32),
+    /// One per CPU.
+    Max,
+    /// CPUs minus N, at least one.
+    CpusMinus(u32),
+}
+
+impl Instances {
+    /// The concrete count for a host with `cpus` CPUs; never below one.
+    pub fn resolve(self, cpus: u32) -> u32 {
+        match self {
+            Instances::Count(n) => n.max(1),
+            Instances::Max => cpus.max(1),
+            Instances::CpusMinus(n) => cpus.saturating_sub(n).max(1),
+        }
+    }
+}
+
+/// Everything that defines one running instance. Field order is the
+/// canonical order of the hash; maps are sorted, so formatting, comments and
+/// key order in the KDL file never change the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceSpec {
+    /// The full argv, interpreter included and resolved to an absolute path
+    /// when it came from an extension or a bare name.
+    pub argv: Vec<String>,
+    /// Working directory; `None` means the directory of the declaring file
+    /// for conf.d apps (resolved at load time, so it is always `Some` after
+    /// loading) .
+    pub cwd: Option<PathBuf>,
+    /// The final environment the spec adds, after env-file, `env` and the
+    /// selected profile were merged (later wins). Contents of env files are
+    /// included, so editing an env file restarts the app.
+    pub env: BTreeMap<String, String>,
+    /// User to run as (name or numeric uid); `None` keeps the daemon's.
+    pub user: Option<String>,
+    /// Primary group; `None` means the user's primary group.
+    pub group: Option<String>,
+    /// Supplementary groups; empty means the user's groups from /etc/group.
+    pub groups: Vec<String>,
+    pub stop: StopSpec,
+    pub restart: RestartSpec,
+    pub logs: LogSpec,
+}
+
+/// How an instance is stopped: this signal to its process group, then
+/// SIGKILL to the group after `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StopSpec {
+    /// Signal number; decoded from names like "SIGINT", "INT" or numbers.
+    pub signal: i32,
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl Default for StopSpec {
+    /// PM2's defaults: SIGINT, then SIGKILL after 1600 ms.
+    fn default() -> Self {
+        StopSpec { signal: 2, timeout: Duration::from_millis(1600) }
+    }
+}
+
+/// When an exited instance is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    /// Fixed delay before a restart (PM2 `restart_delay`).
+    #[serde(with = "duration_ms")]
+    pub delay: Duration,
+    /// Exponential backoff; when set it replaces `delay`.
+    pub backoff: Option<BackoffSpec>,
+    /// Consecutive short-lived exits allowed before `errored` (PM2 16).
+    pub max_restarts: u32,
+    /// An exit after less than this uptime counts as short-lived (PM2 1 s).
+    #[serde(with = "duration_ms")]
+    pub min_uptime: Duration,
+}
+
+impl Eq for RestartSpec {}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            policy: RestartPolicy::Always,
+            delay: Duration::ZERO,
+            backoff: None,
+            max_restarts: 16,
+            min_uptime: Duration::from_secs(1),
+        }
+    }
+}
+
+/// PM2's exponential backoff: next = floor(min(max, previous * factor)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackoffSpec {
+    #[serde(with = "duration_ms")]
+    pub initial: Duration,
+    pub factor: f64,
+    #[serde(with = "duration_ms")]
+    pub max: Duration,
+    #[serde(with = "duration_ms")]
+    pub reset_after: Duration,
+}
+
+impl Default for BackoffSpec {
+    fn default() -> Self {
+        BackoffSpec {
+            initial: Duration::from_millis(100),
+            factor: 1.5,
+            max: Duration::from_secs(15),
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where an instance's output goes. `None` paths mean the defaults in the
+/// daemon's log dir (`<app>-out.log`, `<app>-err.log`, with `-<index>` before
+/// `.log` when instances do not share files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct LogSpec {
+    pub out: Option<PathBuf>,
+    pub err: Option<PathBuf>,
+    pub combined: Option<PathBuf>,
+    pub format: LogFormat,
+    /// strftime-style prefix for plain lines.
+    pub timestamp: Option<String>,
+    /// All instances share the same files.
+    pub merge: bool,
+    pub rotate: Option<RotateSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotateSpec {
+    /// Rotate when a file would pass this many bytes.
+    pub size: u64,
+    /// Rotated files kept (`file.1` .. `file.N`).
+    pub keep: u32,
+    pub compress: bool,
+}
+
+/// Hex SHA-256 of an [`InstanceSpec`]'s canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct SpecHash(pub String);
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Durations serialize as whole milliseconds so the canonical form is stable.
+pub(crate) mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
