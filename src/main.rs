@@ -1,1 +1,48 @@
-fn main() {}
+//! The `procd` binary: parses arguments, hands over to the daemon or to a
+//! client command, and is the only place that prints errors and picks exit
+//! codes (0 success, 1 failed operation, 2 bad usage, as clap does).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use procd::cli::{self, Cli, Command};
+use procd::daemon::{self, DaemonOptions};
+use procd::paths::Paths;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Daemon(args) = &cli.command {
+        let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
+        let _guard = procd::logs::daemon_log::init(&paths.log_dir);
+        let opts = DaemonOptions {
+            paths,
+            env_profile: args.env.clone(),
+            debounce: args.debounce,
+            rescan_every: args.rescan,
+            sample_every: args.sample_every,
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("procd: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runtime.block_on(daemon::run(opts)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("procd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match cli::run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("procd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

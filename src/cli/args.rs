@@ -1,0 +1,132 @@
+//! The command line, as clap types. Only parsing lives here; `cli::run`
+//! carries the commands out and `main` picks exit codes.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// procd: a declarative process manager for Linux servers.
+#[derive(Debug, Parser)]
+#[command(name = "procd", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Put socket, state and logs under this directory (like PM2_HOME).
+    #[arg(long, global = true, env = "PROCD_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// The conf.d directory of app specs.
+    #[arg(long, global = true, env = "PROCD_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// Validate spec files or directories without a daemon.
+    Check {
+        /// Files or directories; the config dir when none is given.
+        paths: Vec<PathBuf>,
+        /// Select this env profile, as the daemon's --env would.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+    },
+    /// Apps, instances and config errors.
+    #[command(visible_aliases = ["ls", "list"])]
+    Status {
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one app.
+    Show {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The environment an instance runs with, one KEY=VALUE per line.
+    Env {
+        /// APP or APP:INDEX (index 0 by default).
+        target: String,
+    },
+    /// Start apps (names, `all`, `/regex/`), or create one from a script.
+    Start(StartArgs),
+    /// Stop apps; they stay stopped until started again, across daemon restarts.
+    Stop { targets: Vec<String> },
+    /// Restart apps.
+    Restart { targets: Vec<String> },
+    /// Reset restart counters.
+    Reset { targets: Vec<String> },
+    /// Remove an app created with `procd start SCRIPT`.
+    Delete { app: String },
+    /// Re-read the config dir now and apply it.
+    Reconcile {
+        /// Print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once started instances are online; fail if one is not.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last lines of an app's logs, and follow them.
+    Logs {
+        app: Option<String>,
+        #[arg(long, default_value_t = 15)]
+        lines: usize,
+        #[arg(long, short)]
+        follow: bool,
+        /// Only stderr.
+        #[arg(long, conflicts_with = "out")]
+        err: bool,
+        /// Only stdout.
+        #[arg(long)]
+        out: bool,
+    },
+    /// Truncate log files (one app's, or all).
+    Flush { app: Option<String> },
+    /// Reopen every log file (after an external logrotate).
+    ReloadLogs,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Select the env profile NAME of every app that defines one.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Quiet time after a config change before rescanning.
+    #[arg(long, default_value = "30ms", value_parser = humantime::parse_duration)]
+    pub debounce: std::time::Duration,
+    /// Full rescan period, for changes no event reports.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub rescan: std::time::Duration,
+    /// How often memory and CPU of instances are sampled.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sample_every: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// App names, `all`, `/regex/`, or a script to create an app from.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Name of the created app (default: the script's name without extension).
+    #[arg(long, short)]
+    pub name: Option<String>,
+    /// Instances: N, `max`, or -N.
+    #[arg(long = "instances", short = 'i', allow_hyphen_values = true)]
+    pub instances: Option<String>,
+    /// Interpreter for the script (default: chosen by its extension).
+    #[arg(long)]
+    pub interpreter: Option<String>,
+    /// Working directory (default: the current directory).
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Arguments passed to the script, after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}

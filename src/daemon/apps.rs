@@ -1,0 +1,188 @@
+//! The daemon's running apps and how a reconcile plan is carried out on
+//! them: which instance actors exist, with which spec, and what each
+//! [`Action`] does to them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::logs::LogHub;
+use crate::process;
+use crate::reconcile::{Action, DesiredApp, ObservedApp};
+use crate::spec::AppSpec;
+use crate::supervisor::task::Control;
+use crate::supervisor::{ExitRouter, InstanceContext, InstanceHandle};
+
+/// One app as the daemon runs it.
+pub struct AppRuntime {
+    /// The spec its instances run (the desired one, once a plan is applied).
+    pub spec: AppSpec,
+    pub instances: BTreeMap<u32, InstanceHandle>,
+}
+
+/// All apps, plus what instances need to start.
+pub struct Apps {
+    pub apps: BTreeMap<String, AppRuntime>,
+    /// Instances being stopped after their app or index went away; kept
+    /// until their task ends so shutdown can wait for them.
+    pub draining: Vec<InstanceHandle>,
+    pub logs: LogHub,
+    pub router: ExitRouter,
+    /// The daemon's own environment, the base of every instance's.
+    pub base_env: Vec<(String, String)>,
+    pub cpus: u32,
+}
+
+impl Apps {
+    /// The plan that would make the running apps match `desired`.
+    pub fn plan(&self, desired: &[AppSpec]) -> Vec<Action> {
+        let want: Vec<DesiredApp<'_>> = desired
+            .iter()
+            .map(|s| DesiredApp {
+                name: &s.name,
+                hash: &s.hash,
+                template: &s.template,
+                count: s.instances.resolve(self.cpus),
+            })
+            .collect();
+        let have: Vec<ObservedApp<'_>> = self
+            .apps
+            .values()
+            .map(|a| ObservedApp {
+                name: &a.spec.name,
+                hash: &a.spec.hash,
+                template: &a.spec.template,
+                indices: a.instances.keys().copied().collect(),
+            })
+            .collect();
+        crate::reconcile::plan(&want, &have)
+    }
+
+    /// Carries out `actions`. Apps in `stopped` get their new spec and
+    /// instances but are not started. Returns the (app, index) pairs that
+    /// were started or restarted, for `--wait`.
+    pub fn apply(
+        &mut self,
+        actions: &[Action],
+        desired: &[AppSpec],
+        stopped: &std::collections::BTreeSet<String>,
+    ) -> Vec<(String, u32)> {
+        let by_name: BTreeMap<&str, &AppSpec> = desired.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut started = Vec::new();
+        for action in actions {
+            let name = action.app();
+            let runs = !stopped.contains(name);
+            match action {
+                Action::Stop { .. } => {
+                    if let Some(app) = self.apps.remove(name) {
+                        for (_, handle) in app.instances {
+                            handle.send(Control::Remove);
+                            self.draining.push(handle);
+                        }
+                    }
+                }
+                Action::ScaleDown { indices, .. } => {
+                    if let Some(app) = self.apps.get_mut(name) {
+                        for i in indices {
+                            if let Some(handle) = app.instances.remove(i) {
+                                handle.send(Control::Remove);
+                                self.draining.push(handle);
+                            }
+                        }
+                    }
+                }
+                Action::Start { indices, .. } | Action::ScaleUp { indices, .. } => {
+                    let Some(spec) = by_name.get(name) else { continue };
+                    let app = self
+                        .apps
+                        .entry(name.to_string())
+                        .or_insert_with(|| AppRuntime { spec: (*spec).clone(), instances: BTreeMap::new() });
+                    app.spec = (*spec).clone();
+                    for &i in indices {
+                        let ctx = instance_context(&self.base_env, spec, i);
+                        let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.router.clone());
+                        if runs {
+                            handle.send(Control::Start);
+                            started.push((name.to_string(), i));
+                        }
+                        app.instances.insert(i, handle);
+                    }
+                }
+                Action::Restart { indices, .. } => {
+                    let Some(spec) = by_name.get(name) else { continue };
+                    let Some(app) = self.apps.get_mut(name) else { continue };
+                    app.spec = (*spec).clone();
+                    for i in indices {
+                        if let Some(handle) = app.instances.get(i) {
+                            let ctx = Box::new(instance_context(&self.base_env, spec, *i));
+                            handle.send(Control::Replace { ctx, restart: runs });
+                            if runs {
+                                started.push((name.to_string(), *i));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Apps whose spec changed only outside the hash (source file, line)
+        // still show their new origin.
+        for (name, spec) in by_name {
+            if let Some(app) = self.apps.get_mut(name) {
+                if app.spec.hash == spec.hash {
+                    app.spec.source = spec.source.clone();
+                    app.spec.instances = spec.instances;
+                }
+            }
+        }
+        self.draining.retain(|h| !h.join.is_finished());
+        started
+    }
+
+    /// Sends `msg()` to every instance of the named apps.
+    pub fn send_all(&self, names: &[String], msg: impl Fn() -> Control) {
+        for name in names {
+            if let Some(app) = self.apps.get(name) {
+                for handle in app.instances.values() {
+                    handle.send(msg());
+                }
+            }
+        }
+    }
+
+    /// Every instance's handle, for shutdown.
+    pub fn all_handles(&mut self) -> Vec<InstanceHandle> {
+        let mut all: Vec<InstanceHandle> = std::mem::take(&mut self.draining);
+        for (_, app) in std::mem::take(&mut self.apps) {
+            all.extend(app.instances.into_values());
+        }
+        all
+    }
+}
+
+/// The environment and identity instance `index` of `spec` runs with. The
+/// same function serves `procd env`, so what it prints is what runs.
+pub fn instance_context(base_env: &[(String, String)], spec: &AppSpec, index: u32) -> InstanceContext {
+    let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
+    let (credentials, credential_error) = match process::resolve_credentials(
+        spec.template.user.as_deref(),
+        spec.template.group.as_deref(),
+        &spec.template.groups,
+    ) {
+        Ok(c) => (c, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    for (k, v) in &spec.template.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env.insert("PROCD_APP".into(), spec.name.clone());
+    env.insert("PROCD_INSTANCE".into(), index.to_string());
+    env.insert("NODE_APP_INSTANCE".into(), index.to_string());
+    InstanceContext {
+        app: spec.name.clone(),
+        index,
+        spec: Arc::new(spec.template.clone()),
+        hash: spec.hash.clone(),
+        env: Arc::new(env.into_iter().collect()),
+        credentials,
+        credential_error,
+    }
+}

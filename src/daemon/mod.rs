@@ -1,0 +1,239 @@
+//! The daemon: wires the spec loader, the reconcile plan, the instance
+//! actors, the control socket and the signals together.
+//!
+//! One loop owns all mutable state (apps, operator state, config errors) and
+//! takes one thing at a time: a control request, a config change, a signal.
+//! Everything slow happens elsewhere: instances in their own tasks, replies
+//! that wait for processes on their connection's task, reaping in the reaper
+//! task, sampling in the monitor task.
+
+mod apps;
+mod report;
+mod requests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use crate::control::server::{self, Incoming};
+use crate::logs::LogHub;
+use crate::monitor::{Monitor, Usage};
+use crate::paths::Paths;
+use crate::process::{self, Reaper};
+use crate::spec::{AppSpec, LoadOptions, Loader, SpecDir, SpecError};
+use crate::state::OperatorState;
+use crate::supervisor::ExitRouter;
+use crate::watch::ConfigWatcher;
+
+pub use apps::instance_context;
+use apps::Apps;
+
+/// Settings of one daemon run.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub paths: Paths,
+    /// The env profile selected with `--env`.
+    pub env_profile: Option<String>,
+    /// Quiet time after a config event before rescanning: editors and
+    /// deploy tools write several files and renames in a burst.
+    pub debounce: Duration,
+    /// A full rescan this often even without events: changes to a
+    /// symlink's target outside the watched tree produce none.
+    pub rescan_every: Duration,
+    /// How often instances' memory and CPU are sampled.
+    pub sample_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Socket(#[from] server::ServerError),
+    #[error("cannot create {path}: {source}")]
+    Dir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot set up {what}: {source}")]
+    Setup { what: &'static str, source: std::io::Error },
+    #[error("cannot watch the config dir: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Usage figures per pid, written by the monitor task.
+pub type UsageMap = Arc<Mutex<HashMap<i32, Usage>>>;
+
+/// The state the daemon loop owns.
+pub struct Daemon {
+    opts: DaemonOptions,
+    loader: Loader,
+    dirs: Vec<SpecDir>,
+    apps: Apps,
+    /// The apps the files declare, as of the last load.
+    desired: Vec<AppSpec>,
+    errors: Vec<SpecError>,
+    operator: OperatorState,
+    usage: UsageMap,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
+pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    let paths = opts.paths.clone();
+    for dir in [&paths.config_dir, &paths.cli_apps_dir(), &paths.log_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Dir { path: dir.clone(), source })?;
+    }
+    let listener = server::bind(&paths.socket)?;
+    // Orphaned grandchildren come back to us, so they are reaped and a
+    // stop can wait until no process of a group is left.
+    if let Err(e) = process::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    let router = ExitRouter::default();
+    let mut reaper = Reaper::new().map_err(|source| DaemonError::Setup { what: "the child reaper", source })?;
+    let reaper_router = router.clone();
+    tokio::spawn(async move {
+        loop {
+            for (pid, status) in reaper.reaped().await {
+                reaper_router.deliver(pid, status);
+            }
+        }
+    });
+    let usage: UsageMap = Arc::default();
+    tokio::spawn(sample_usage(router.clone(), usage.clone(), opts.sample_every));
+
+    let operator = OperatorState::load(&paths.state_file()).unwrap_or_else(|e| {
+        tracing::error!("{e}; starting every declared app");
+        OperatorState::default()
+    });
+    let dirs = vec![
+        SpecDir { path: paths.config_dir.clone(), cli_created: false },
+        SpecDir { path: paths.cli_apps_dir(), cli_created: true },
+    ];
+    let load_opts = LoadOptions { env_profile: opts.env_profile.clone(), ..LoadOptions::default() };
+    let mut daemon = Daemon {
+        loader: Loader::new(load_opts),
+        dirs,
+        apps: Apps {
+            apps: Default::default(),
+            draining: Vec::new(),
+            logs: LogHub::new(paths.log_dir.clone()),
+            router,
+            base_env: base_env(),
+            cpus: process::cpu_count(),
+        },
+        desired: Vec::new(),
+        errors: Vec::new(),
+        operator,
+        usage,
+        opts,
+    };
+
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let mut watcher = ConfigWatcher::new(daemon.dirs.iter().map(|d| d.path.clone()).collect(), watch_tx)?;
+    let (req_tx, mut req_rx) = mpsc::channel::<Incoming>(64);
+    tokio::spawn(server::serve(listener, req_tx));
+
+    let sig = |kind: SignalKind, what: &'static str| {
+        signal(kind).map_err(|source| DaemonError::Setup { what, source })
+    };
+    let mut term = sig(SignalKind::terminate(), "SIGTERM handling")?;
+    let mut int = sig(SignalKind::interrupt(), "SIGINT handling")?;
+    let mut hup = sig(SignalKind::hangup(), "SIGHUP handling")?;
+    let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1 handling")?;
+
+    daemon.rescan();
+    tracing::info!(
+        config_dir = %daemon.opts.paths.config_dir.display(),
+        socket = %daemon.opts.paths.socket.display(),
+        "procd daemon ready"
+    );
+
+    let mut rescan_at: Option<Instant> = None;
+    let mut periodic = tokio::time::interval(daemon.opts.rescan_every);
+    periodic.tick().await;
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            Some((request, reply)) = req_rx.recv() => {
+                let _ = reply.send(daemon.handle(request));
+            }
+            Some(()) = watch_rx.recv() => {
+                // Each event pushes the rescan back, so a burst is one rescan.
+                rescan_at = Some(Instant::now() + daemon.opts.debounce);
+            }
+            _ = sleep_until(rescan_at.unwrap_or(far)), if rescan_at.is_some() => {
+                rescan_at = None;
+                watcher.refresh();
+                daemon.rescan();
+            }
+            _ = periodic.tick() => {
+                daemon.rescan();
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading the config dir");
+                daemon.rescan();
+            }
+            _ = usr1.recv() => daemon.apps.logs.reopen(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping every app");
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&daemon.opts.paths.socket);
+    Ok(())
+}
+
+impl Daemon {
+    /// Re-reads every spec file and applies the difference; returns the
+    /// plan and the instances it started or restarted.
+    fn rescan(&mut self) -> (Vec<crate::reconcile::Action>, Vec<(String, u32)>) {
+        let loaded = self.loader.load(&self.dirs);
+        if loaded.errors != self.errors {
+            for e in &loaded.errors {
+                tracing::warn!("{e}");
+            }
+        }
+        self.errors = loaded.errors;
+        self.desired = loaded.apps;
+        let actions = self.apps.plan(&self.desired);
+        for a in &actions {
+            tracing::info!("{a}");
+        }
+        let started = self.apps.apply(&actions, &self.desired, &self.operator.stopped);
+        (actions, started)
+    }
+
+    fn save_operator_state(&self) -> Result<(), String> {
+        self.operator.save(&self.opts.paths.state_file()).map_err(|e| e.to_string())
+    }
+
+    async fn shutdown(&mut self) {
+        let handles = self.apps.all_handles();
+        for h in &handles {
+            h.send(crate::supervisor::task::Control::Remove);
+        }
+        for h in handles {
+            let _ = h.join.await;
+        }
+    }
+}
+
+/// The daemon's environment minus what belongs to the daemon alone (its
+/// own socket activation and notify socket).
+fn base_env() -> Vec<(String, String)> {
+    const PRIVATE: &[&str] = &["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"];
+    std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect()
+}
+
+/// Samples memory and CPU of every running instance's process tree.
+async fn sample_usage(router: ExitRouter, usage: UsageMap, every: Duration) {
+    let mut monitor = Monitor::new();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let pids = router.pids();
+        let sample = monitor.sample(&pids, std::time::Instant::now());
+        *usage.lock().unwrap() = sample;
+    }
+}

@@ -1,0 +1,10 @@
+//! Supervision of instances: the pure lifecycle (`state`), restart delays
+//! (`backoff`), and one actor task per instance (`task`) that carries out the
+//! lifecycle's effects with the process module.
+
+pub mod backoff;
+pub mod state;
+pub mod task;
+
+pub use state::{RestartReason, Status};
+pub use task::{ExitRouter, InstanceContext, InstanceHandle, InstanceView};
