@@ -125,13 +125,14 @@ impl ChildSetup {
             }
 
             // Handlers are reset by exec anyway, but ignored signals stay
-            // ignored (Rust ignores SIGPIPE), so reset every disposition.
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
+            // ignored (Rust ignores SIGPIPE; a parent may ignore more), so
+            // reset every disposition. The raw system call, because glibc
+            // refuses the two real-time signals it reserves. An all-zero
+            // kernel sigaction is SIG_DFL with no flags on every layout.
+            let dfl = [0u64; 4];
             for sig in 1..self.nsig {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    // glibc reserves two real-time signals (EINVAL): ignored.
-                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                    libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0usize, 8usize);
                 }
             }
 
