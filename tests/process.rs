@@ -42,6 +42,19 @@ fn sh(script: &str) -> Launched {
     start(&["sh", "-c", script], Path::new("/"), &base_env())
 }
 
+/// Kills a test's process group if the test fails before stopping it, so no
+/// process outlives a failed run.
+struct KillOnPanic(i32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = signal_group(self.0, libc::SIGKILL);
+            let _ = try_reap(self.0);
+        }
+    }
+}
+
 /// Polls until `pid` (our child) has exited and returns how.
 fn wait_exit(pid: i32) -> ExitStatus {
     let deadline = Instant::now() + DEADLINE;
@@ -118,6 +131,7 @@ async fn stdout_and_stderr_are_separate_pipes() {
 #[test]
 fn child_leads_a_new_session_with_clean_signals() {
     let child = start(&["sleep", "100"], Path::new("/"), &base_env());
+    let _guard = KillOnPanic(child.pid);
     assert_eq!(stat_field(child.pid, 5), child.pid.to_string(), "pgid");
     assert_eq!(stat_field(child.pid, 6), child.pid.to_string(), "session");
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.pid)).unwrap();
@@ -213,6 +227,7 @@ async fn stop_reaches_a_grandchild() {
     // So the backgrounded sleep is re-parented to us and we can reap it.
     become_subreaper().unwrap();
     let child = sh("sleep 100 & echo $!; wait");
+    let _guard = KillOnPanic(child.pid);
     let grandchild: i32 = first_line(child.stdout).await.parse().unwrap();
     assert_eq!(stat_field(grandchild, 5), child.pid.to_string());
     signal_group(child.pid, libc::SIGTERM).unwrap();
@@ -296,6 +311,7 @@ async fn monitor_sums_the_tree() {
         Path::new("/"),
         &base_env(),
     );
+    let _guard = KillOnPanic(child.pid);
     assert_eq!(first_line(child.stdout).await, "ready");
     let tree = process_tree(child.pid);
     assert_eq!(tree.len(), 2, "sh and python: {tree:?}");

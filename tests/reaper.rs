@@ -47,13 +47,13 @@ async fn reaper_collects_codes_signals_and_orphans() {
 
     let exits = sh("exit 3");
     let killed = sh("sleep 100");
+    signal_group(killed.pid, libc::SIGKILL).unwrap();
     // The grandchild outlives its parent and is re-parented to us.
     let orphaner = sh("sh -c 'read x; exit 5' & echo $!");
     let mut line = tokio::io::BufReader::new(Receiver::from_owned_fd(orphaner.stdout).unwrap());
     let mut orphan = String::new();
     line.read_line(&mut orphan).await.unwrap();
     let orphan: i32 = orphan.trim().parse().unwrap();
-    signal_group(killed.pid, libc::SIGKILL).unwrap();
 
     let pids = [early.pid, exits.pid, killed.pid, orphaner.pid, orphan];
     let got = collect(&mut reaper, &pids).await;

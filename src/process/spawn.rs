@@ -246,6 +246,35 @@ mod tests {
     }
 
     #[test]
+    fn denied_credential_change_reads_as_missing_privilege() {
+        let creds = Credentials {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        };
+        let argv = vec!["app".to_owned()];
+        let spec = LaunchSpec {
+            argv: &argv,
+            cwd: Path::new("/srv/app"),
+            env: &[],
+            credentials: Some(&creds),
+        };
+        let folded = |step: Step, errno: i32| {
+            std::io::Error::from_raw_os_error(((step as i32) << 16) | errno)
+        };
+        let err = spawn_error(folded(Step::Setgroups, libc::EPERM), "app", &spec);
+        assert!(
+            matches!(err, ProcessError::NotPrivileged { uid: 65534, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("may not switch users"), "{err}");
+        let err = spawn_error(folded(Step::Chdir, libc::EACCES), "app", &spec);
+        assert!(err.to_string().contains("/srv/app"), "{err}");
+        let err = spawn_error(folded(Step::Setsid, libc::EPERM), "app", &spec);
+        assert!(err.to_string().contains("setsid failed"), "{err}");
+    }
+
+    #[test]
     fn empty_argv_is_an_error() {
         let spec = LaunchSpec {
             argv: &[],
