@@ -1,0 +1,63 @@
+//! Facts about the machine and the daemon that other modules need as plain
+//! numbers: who the daemon runs as, how many CPUs it may use, and the units
+//! of `/proc` (page size, clock ticks) for [`crate::monitor`].
+
+use nix::unistd::{SysconfVar, Uid, sysconf};
+
+/// The daemon's effective uid: the identity the kernel checks, and the one
+/// the control socket compares its peers with.
+pub fn current_uid() -> u32 {
+    Uid::effective().as_raw()
+}
+
+/// CPUs the daemon may run on (`sched_getaffinity`), at least 1.
+///
+/// This is what a container or `taskset` grants, unlike the machine's count;
+/// `instances "max"` uses it.
+pub fn cpu_count() -> u32 {
+    // SAFETY: cpu_set_t is plain bits, valid when zeroed; the kernel writes at
+    // most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: set is a valid, writable cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0 {
+        // SAFETY: set is an initialized cpu_set_t.
+        let n = unsafe { libc::CPU_COUNT(&set) };
+        if n > 0 {
+            return n as u32;
+        }
+    }
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n > 0 => n as u32,
+        _ => 1,
+    }
+}
+
+/// Bytes per page, the unit of `/proc/PID/statm`.
+pub fn page_size() -> u64 {
+    match sysconf(SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`), the unit of CPU times in
+/// `/proc/PID/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 100,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_values() {
+        assert!(cpu_count() >= 1);
+        assert!(page_size().is_power_of_two());
+        assert!(clock_ticks_per_second() >= 1);
+    }
+}
