@@ -6,8 +6,14 @@
 //! `load` reads whole directories and keeps the last good apps of a file that
 //! became invalid.
 
+pub mod decode;
+mod decode_blocks;
+mod kdl_value;
 pub mod model;
+pub mod units;
 
+pub use decode::{AppDecl, CommandDecl, decode_document};
+pub use kdl_value::{Located, Pos};
 pub use model::*;
 
 use std::fmt;
@@ -29,6 +35,13 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     /// `FILE:LINE:COL: message`, the form compilers use and editors jump to.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
