@@ -393,3 +393,540 @@ fn decode_env(d: &mut Diagnostics, node: &KdlNode, context: &str, p: &mut Partia
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::spec::{BackoffSpec, LogFormat, RestartPolicy, RotateSpec};
+
+    fn decode(text: &str) -> (Vec<AppDecl>, Vec<SpecError>) {
+        decode_document(Path::new("/etc/procd/conf.d/t.kdl"), text)
+    }
+
+    fn one_app(text: &str) -> AppDecl {
+        let (apps, errors) = decode(text);
+        assert!(errors.is_empty(), "unexpected errors: {errors:#?}");
+        assert_eq!(apps.len(), 1);
+        apps.into_iter().next().unwrap()
+    }
+
+    /// (line, column, message) of every error.
+    fn errors(text: &str) -> Vec<(usize, usize, String)> {
+        decode(text)
+            .1
+            .into_iter()
+            .map(|e| (e.line, e.column, e.message))
+            .collect()
+    }
+
+    /// The contract example of FEATURES.md §1 without the keys this version
+    /// does not implement (`listen`, `ready`, `max-memory`, `watch`).
+    const CONTRACT_EXAMPLE: &str = r#"
+app "web" {
+    run "node" "server.js" "--port" "8080"   // argv; or: script "server.js" (interpreter by extension)
+    cwd "/srv/web"
+    user "www-data"                           // optional; group, groups
+    instances 4                               // N, "max" (one per CPU), or -N (CPUs minus N)
+    env { NODE_ENV "production"; PORT "8080"; }
+    env "staging" { NODE_ENV "staging"; }     // a named profile, PM2's env_<name>
+    env-file "/etc/web.env"
+    restart "on-failure" {                    // always (default) | on-failure | never
+        delay "0ms"                           // fixed delay (PM2 restart_delay)
+        backoff initial="100ms" factor=1.5 max="15s" reset-after="30s"
+        max-restarts 16 min-uptime="1s"       // then the app is "errored"
+    }
+    stop signal="SIGINT" timeout="1600ms"     // then SIGKILL to the group
+    logs {
+        out "/var/log/web.out.log"            // "/dev/null" disables
+        err "/var/log/web.err.log"
+        combined "/var/log/web.log"
+        format "json"                          // plain (default) | json
+        timestamp "%Y-%m-%d %H:%M:%S%.3f"      // prefix for plain lines
+        merge true                             // instances share files
+        rotate size="10M" keep=5
+    }
+}
+"#;
+
+    #[test]
+    fn contract_example_decodes() {
+        let app = one_app(CONTRACT_EXAMPLE);
+        assert_eq!(app.name, "web");
+        assert_eq!(app.pos, Pos { line: 2, column: 1 });
+        assert_eq!(
+            app.command,
+            CommandDecl::Run(vec![
+                "node".into(),
+                "server.js".into(),
+                "--port".into(),
+                "8080".into()
+            ])
+        );
+        assert_eq!(app.cwd.as_deref(), Some("/srv/web"));
+        assert_eq!(app.user.as_deref(), Some("www-data"));
+        assert_eq!(app.instances, Instances::Count(4));
+        assert_eq!(app.env.get("PORT").map(String::as_str), Some("8080"));
+        assert_eq!(app.env_profiles["staging"]["NODE_ENV"], "staging");
+        assert_eq!(app.env_files[0].value, "/etc/web.env");
+        assert_eq!(app.env_files[0].pos, Pos { line: 9, column: 5 });
+        assert_eq!(app.restart.policy, RestartPolicy::OnFailure);
+        assert_eq!(app.restart.backoff, Some(BackoffSpec::default()));
+        assert_eq!(app.restart.max_restarts, 16);
+        assert_eq!(app.stop, StopSpec::default());
+        assert_eq!(app.logs.format, LogFormat::Json);
+        assert!(app.logs.merge);
+        assert_eq!(
+            app.logs.rotate,
+            Some(RotateSpec {
+                size: 10 << 20,
+                keep: 5,
+                compress: false
+            })
+        );
+    }
+
+    #[test]
+    fn contract_example_in_v2_syntax_decodes_the_same() {
+        let v2 = CONTRACT_EXAMPLE.replace("merge true", "merge #true");
+        assert_eq!(one_app(&v2), one_app(CONTRACT_EXAMPLE));
+    }
+
+    #[test]
+    fn defaults_and_small_forms() {
+        let app =
+            one_app("app \"w\" {\n script \"w.py\"\n args \"-v\" \"x\"\n restart \"never\"\n}");
+        assert_eq!(
+            app.command,
+            CommandDecl::Script(Located {
+                value: "w.py".into(),
+                pos: Pos { line: 2, column: 2 }
+            })
+        );
+        assert_eq!(app.args, ["-v", "x"]);
+        assert_eq!(app.instances, Instances::Count(1));
+        assert_eq!(app.restart.policy, RestartPolicy::Never);
+        assert_eq!(
+            one_app("app \"w\" { run \"x\"; restart; }").restart,
+            RestartSpec::default()
+        );
+        assert_eq!(
+            one_app("app \"w\" { run \"x\"; instances \"max\"; }").instances,
+            Instances::Max
+        );
+        assert_eq!(
+            one_app("app \"w\" { run \"x\"; instances -1; }").instances,
+            Instances::CpusMinus(1)
+        );
+        let app = one_app("app \"w\" { run \"x\"; env { A 1; B 2.5; C #false; D \"d\"; }; }");
+        let env: Vec<_> = app.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(env, ["A=1", "B=2.5", "C=false", "D=d"]);
+        let app = one_app("app \"w\" { run \"x\"; stop signal=15 timeout=\"2s\"; }");
+        assert_eq!(
+            app.stop,
+            StopSpec {
+                signal: 15,
+                timeout: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            one_app("app \"w\" { run \"x\"; stop signal=\"term\"; }")
+                .stop
+                .signal,
+            15
+        );
+        let app =
+            one_app("app \"w\" { run \"x\"; logs { rotate size=1024 keep=2 compress=#true; }; }");
+        assert_eq!(
+            app.logs.rotate,
+            Some(RotateSpec {
+                size: 1024,
+                keep: 2,
+                compress: true
+            })
+        );
+    }
+
+    #[test]
+    fn several_apps_and_names() {
+        let (apps, errors) = decode("app \"a\" { run \"x\"; }\napp \"b.c-d_1\" { run \"y\"; }\n");
+        assert!(errors.is_empty());
+        assert_eq!(
+            apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b.c-d_1"]
+        );
+        for bad in ["-a", ".a", "a b", "", "all", "é"] {
+            assert!(validate_app_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Every kind of error, with its exact position and the gist of its message.
+    #[test]
+    fn error_table() {
+        let table: &[(&str, usize, usize, &str)] = &[
+            (
+                "app \"web\" {\n  run \"x\"\n  instanse 2\n}",
+                3,
+                3,
+                "unknown key `instanse` in app `web`; expected one of `run`",
+            ),
+            (
+                "app \"web\" {\n  run \"x\"\n  instanse 2\n}",
+                3,
+                3,
+                "did you mean `instances`?",
+            ),
+            (
+                "app \"w\" {\n  run \"x\"\n  listen \"tcp://:80\"\n}",
+                3,
+                3,
+                "`listen` is not supported by this version of procd yet",
+            ),
+            (
+                "app \"w\" { run \"x\"; watch \"src\" { debounce \"1s\"; }; }",
+                1,
+                20,
+                "`watch` is not supported",
+            ),
+            (
+                "app \"w\" { run \"x\"; max-memory \"300M\"; }",
+                1,
+                20,
+                "`max-memory` is not supported",
+            ),
+            (
+                "app \"w\" { run \"x\"; ready \"notify\"; }",
+                1,
+                20,
+                "`ready` is not supported",
+            ),
+            (
+                "service \"w\" { run \"x\"; }",
+                1,
+                1,
+                "unknown top-level key `service`",
+            ),
+            ("ap \"w\" { run \"x\"; }", 1, 1, "did you mean `app`?"),
+            ("app { run \"x\"; }", 1, 1, "missing app name"),
+            (
+                "app \"w\" \"v\" { run \"x\"; }",
+                1,
+                9,
+                "unexpected extra argument to `app`",
+            ),
+            (
+                "app 5 { run \"x\"; }",
+                1,
+                5,
+                "app name: expected a string, found integer 5",
+            ),
+            ("app \"-w\" { run \"x\"; }", 1, 1, "invalid app name"),
+            ("app \"all\" { run \"x\"; }", 1, 1, "reserved"),
+            ("app \"w\"", 1, 1, "app `w` has no block"),
+            (
+                "app \"w\" { run \"x\"; }\n\napp \"w\" { run \"y\"; }",
+                3,
+                1,
+                "app `w` is declared twice in this file; first at line 1",
+            ),
+            (
+                "app \"w\" { cwd \"/\"; }",
+                1,
+                1,
+                "needs `run \"PROGRAM\" \"ARG\"...` or `script \"PATH\"`",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n script \"y\"\n}",
+                3,
+                2,
+                "has both `run` and `script`",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n interpreter \"ruby\"\n}",
+                3,
+                2,
+                "`interpreter` applies to `script` only",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n args \"a\"\n}",
+                3,
+                2,
+                "`args` applies to `script` only",
+            ),
+            (
+                "app \"w\" { run; }",
+                1,
+                11,
+                "`run` expects 1 argument, found 0",
+            ),
+            (
+                "app \"w\" { run \"x\" 5; }",
+                1,
+                19,
+                "`run`: expected a string, found integer 5",
+            ),
+            (
+                "app \"w\" { run \"x\" k=\"v\"; }",
+                1,
+                19,
+                "`run` takes no properties, found `k=`",
+            ),
+            (
+                "app \"w\" { run \"x\" { a; }; }",
+                1,
+                11,
+                "`run` takes no `{ ... }` block",
+            ),
+            (
+                "app \"w\" { run \"x\"; cwd \"a\" \"b\"; }",
+                1,
+                28,
+                "unexpected extra argument to `cwd`",
+            ),
+            (
+                "app \"w\" { run \"x\"; cwd \"a\"; cwd \"b\"; }",
+                1,
+                29,
+                "`cwd` is given twice in app `w`; first at line 1",
+            ),
+            (
+                "app \"w\" { run \"x\"; user 0; }",
+                1,
+                25,
+                "`user`: expected a string, found integer 0",
+            ),
+            (
+                "app \"w\" { run \"x\"; instances 0; }",
+                1,
+                30,
+                "`instances` cannot be 0",
+            ),
+            (
+                "app \"w\" { run \"x\"; instances \"many\"; }",
+                1,
+                30,
+                "expected a count N >= 1, \"max\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; instances 1.5; }",
+                1,
+                30,
+                "found number 1.5",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n env { PORT #null; }\n}",
+                3,
+                13,
+                "`env` value of `PORT`: expected a string, found #null",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n env { A \"1\"; A \"2\"; }\n}",
+                3,
+                15,
+                "`A` is given twice in `env`",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n env\n}",
+                3,
+                2,
+                "`env` expects a block",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n env {}\n env {}\n}",
+                4,
+                2,
+                "the `env` block is given twice",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n env \"s\" {}\n env \"s\" {}\n}",
+                4,
+                2,
+                "env profile `s` is given twice",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop sigal=\"INT\"; }",
+                1,
+                25,
+                "unknown property `sigal` of `stop`; expected one of `signal`, `timeout`; did you mean `signal`?",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop \"INT\"; }",
+                1,
+                25,
+                "`stop` takes only properties",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop signal=\"SIGFOO\"; }",
+                1,
+                25,
+                "`signal` of `stop`: unknown signal \"SIGFOO\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop signal=99; }",
+                1,
+                25,
+                "out of range",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop timeout=1600; }",
+                1,
+                25,
+                "`timeout` of `stop`: expected a duration string like \"1600ms\", found integer 1600",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop timeout=\"soon\"; }",
+                1,
+                25,
+                "expected a duration string like \"1600ms\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; stop signal=\"INT\" signal=\"TERM\"; }",
+                1,
+                38,
+                "property `signal` of `stop` is given twice",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart \"sometimes\"; }",
+                1,
+                28,
+                "`restart` policy: expected \"always\", \"on-failure\" or \"never\"",
+            ),
+            (
+                "app \"w\" {\n run \"x\"\n restart {\n  dealy \"1s\"\n }\n}",
+                4,
+                3,
+                "unknown key `dealy` in `restart`; expected one of `delay`, `backoff`, `max-restarts`; did you mean `delay`?",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { delay 5; }; }",
+                1,
+                36,
+                "`delay`: expected a duration string",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { backoff factor=0.5; }; }",
+                1,
+                38,
+                "`factor` of `backoff` must be at least 1",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { backoff factor=\"x\"; }; }",
+                1,
+                38,
+                "`factor` of `backoff`: expected a number",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { max-restarts -1; }; }",
+                1,
+                43,
+                "`max-restarts`: expected a whole number >= 0",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { max-restarts min-uptime=\"1s\"; }; }",
+                1,
+                30,
+                "`max-restarts` expects a count",
+            ),
+            (
+                "app \"w\" { run \"x\"; restart { max-restarts 3 min-uptim=\"1s\"; }; }",
+                1,
+                45,
+                "did you mean `min-uptime`?",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { format \"xml\"; }; }",
+                1,
+                27,
+                "`format`: expected \"plain\" or \"json\", found \"xml\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { merge \"yes\"; }; }",
+                1,
+                33,
+                "`merge`: expected #true or #false, found string \"yes\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { rotate keep=5; }; }",
+                1,
+                27,
+                "`rotate` needs `size=`",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { rotate size=\"10X\"; }; }",
+                1,
+                34,
+                "`size` of `rotate`: expected a size like \"10M\"",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { rotate size=-1; }; }",
+                1,
+                34,
+                "expected a size",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs { outt \"a\"; }; }",
+                1,
+                27,
+                "did you mean `out`?",
+            ),
+            (
+                "app \"w\" { run \"x\"; logs; }",
+                1,
+                20,
+                "`logs` expects a block",
+            ),
+            (
+                "app \"w\" {\n  run \"x\n}\n",
+                2,
+                7,
+                "invalid KDL: Unexpected newline in single-line quoted string",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (text, line, column, message) in table {
+            let found = errors(text);
+            if !found
+                .iter()
+                .any(|(l, c, m)| (l, c) == (line, column) && m.contains(message))
+            {
+                failures.push(format!(
+                    "for {text:?} expected {line}:{column}: {message}\nfound {found:?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn all_errors_of_a_file_are_collected_and_bad_apps_dropped() {
+        let text = "app \"a\" { run \"x\"; instanse 2; }\napp \"b\" { run \"y\"; }\napp \"c\" { stop timeout=1; }\n";
+        let (apps, errors) = decode(text);
+        assert_eq!(
+            apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        // The typo, then for `c` the bad timeout and the missing command.
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert_eq!(
+            errors[0].to_string(),
+            format!("/etc/procd/conf.d/t.kdl:1:20: {}", errors[0].message)
+        );
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for text in [
+            "",
+            "\n",
+            "app",
+            "app \"\"",
+            "app \"w\" { env \"\" { \"\" 1; }; }",
+            "/-",
+            "app \"w\" { run \"\u{0}\"; }",
+            "(t)app \"w\" { (u)run \"x\"; }",
+        ] {
+            let _ = decode(text);
+        }
+    }
+}
