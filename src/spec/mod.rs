@@ -8,13 +8,18 @@
 
 pub mod decode;
 mod decode_blocks;
+mod env_file;
+pub mod hash;
 mod kdl_value;
 pub mod model;
+pub mod resolve;
 pub mod units;
 
 pub use decode::{AppDecl, CommandDecl, decode_document};
+pub use hash::{changed_fields, spec_hash};
 pub use kdl_value::{Located, Pos};
 pub use model::*;
+pub use resolve::{LoadOptions, resolve};
 
 use std::fmt;
 use std::path::PathBuf;
