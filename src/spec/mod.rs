@@ -11,6 +11,7 @@ mod decode_blocks;
 mod env_file;
 pub mod hash;
 mod kdl_value;
+pub mod load;
 pub mod model;
 pub mod resolve;
 pub mod units;
@@ -18,6 +19,7 @@ pub mod units;
 pub use decode::{AppDecl, CommandDecl, decode_document};
 pub use hash::{changed_fields, spec_hash};
 pub use kdl_value::{Located, Pos};
+pub use load::{Loaded, Loader, SpecDir, check_paths, decode_file, is_spec_file, list_spec_files};
 pub use model::*;
 pub use resolve::{LoadOptions, resolve};
 
