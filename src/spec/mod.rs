@@ -5,6 +5,11 @@
 //! env files and finds interpreters; `hash` gives the canonical [`SpecHash`];
 //! `load` reads whole directories and keeps the last good apps of a file that
 //! became invalid.
+//!
+//! Helpers, private: `kdl_value` (spans to lines and columns, typed entry
+//! access that records errors), `decode_blocks` (the `stop`, `restart` and
+//! `logs` blocks), `env_file` (the `KEY=VALUE` format); public: `units`
+//! (durations, sizes with PM2's powers of 1024, signal names).
 
 pub mod decode;
 mod decode_blocks;
