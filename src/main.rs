@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Daemon(args) = &cli.command {
         let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
-        let _guard = procd::logs::daemon_log::init(&paths.log_dir);
+        init_tracing(&paths.log_dir);
         let opts = DaemonOptions {
             paths,
             env_profile: args.env.clone(),
@@ -45,4 +45,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon logs to stderr (the foreground, journald) and to a
+/// size-rotated `procd.log` in the log dir; `RUST_LOG` filters both.
+fn init_tracing(log_dir: &std::path::Path) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("procd=info"));
+    let file = procd::logs::daemon_log::DaemonLog::new(log_dir);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(fmt::layer().with_ansi(false).with_writer(file))
+        .init();
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{InstanceSpec, SpecHash};
 use crate::spec::hash::changed_fields;
@@ -37,7 +37,7 @@ pub struct ObservedApp<'a> {
 
 /// A change to apply. Indices are always explicit so the plan can be shown
 /// before it is applied (`reconcile --dry-run`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     /// A newly declared app: create these instances.

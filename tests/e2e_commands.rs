@@ -124,9 +124,9 @@ fn start_script_creates_a_persisted_app_and_delete_removes_it() {
         "console.log(JSON.stringify({argv: process.argv.slice(2), i: process.env.NODE_APP_INSTANCE}));\nsetInterval(() => {}, 1000);\n",
     );
     let out = std::process::Command::new(common::BIN)
-        .args(["start", "./server.js", "--name", "api", "-i", "2", "--", "--port", "9000"])
         .arg("--home")
         .arg(&d.home)
+        .args(["start", "./server.js", "--name", "api", "-i", "2", "--", "--port", "9000"])
         .current_dir(&work)
         .output()
         .unwrap();
@@ -204,7 +204,8 @@ fn reconcile_dry_run_shows_the_plan_and_wait_reports_failures() {
     let d = Daemon::start_with(&[], &["--rescan", "1h"]);
     // The file lives outside conf.d behind a symlink: editing it produces no
     // event, so only an explicit reconcile sees the edit.
-    let outside = d.dir.path().join("a.kdl");
+    let outside = d.dir.path().join("elsewhere/a.kdl");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
     std::fs::write(&outside, sleeper("a", "instances 2")).unwrap();
     std::os::unix::fs::symlink(&outside, d.conf.join("a.kdl")).unwrap();
     let pids = d.wait_online("a", 2);

@@ -20,13 +20,17 @@ fn a_broken_file_keeps_its_apps_running_and_shows_where() {
         ("duplicate app", "app \"web\" {\n    run \"sleep\" \"1000\"\n}\napp \"web\" {\n    run \"sleep\" \"1\"\n}\n", 4, "web"),
         ("invalid KDL", "app \"web\" {\n    run \"sleep\" \"1000\"\n", 0, ""),
     ];
+    let mut errors_text = String::new();
     for (what, text, line, needle) in cases {
         d.write("web.kdl", text);
         let mut errors = serde_json::Value::Null;
+        let previous = errors_text.clone();
         d.wait_until(&format!("{what}: error shown"), Duration::from_secs(10), || {
             errors = d.status()["errors"].clone();
-            !errors.as_array().unwrap().is_empty()
+            let text = errors.to_string();
+            !errors.as_array().unwrap().is_empty() && text != previous
         });
+        errors_text = errors.to_string();
         let e = &errors[0];
         assert_eq!(e["file"], d.conf.join("web.kdl").display().to_string(), "{what}");
         assert!(e["line"].as_u64().unwrap() >= 1 && e["column"].as_u64().unwrap() >= 1, "{what}: {e}");

@@ -151,10 +151,11 @@ fn symlinked_conf_dir_swap_is_seen() {
 
 #[test]
 fn sighup_and_reconcile_reread_changes_no_event_reports() {
-    let d = Daemon::start();
+    let d = Daemon::start_with(&[], &["--rescan", "1h"]);
     // The link's target lives outside the watched tree: editing it in place
     // produces no event in conf.d.
-    let outside = d.dir.path().join("outside.kdl");
+    let outside = d.dir.path().join("elsewhere/outside.kdl");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
     std::fs::write(&outside, sleeper("o", "env { V \"1\"; }")).unwrap();
     std::os::unix::fs::symlink(&outside, d.conf.join("o.kdl")).unwrap();
     let first = d.wait_online("o", 1);

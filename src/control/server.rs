@@ -74,10 +74,13 @@ pub async fn serve(listener: UnixListener, daemon: mpsc::Sender<Incoming>) {
 async fn handle(stream: UnixStream, daemon: mpsc::Sender<Incoming>, own_uid: u32) -> io::Result<()> {
     let uid = process::peer_uid(&stream)?;
     let (read, mut write) = stream.into_split();
+    // The request is read even from a refused caller, so that it gets the
+    // refusal rather than a broken pipe.
+    let request = read_request(read).await?;
     let response = if uid != 0 && uid != own_uid {
         Response::Error { message: format!("permission denied: uid {uid} may not control this daemon") }
     } else {
-        match read_request(read).await? {
+        match request {
             Ok(request) => dispatch(request, &daemon).await,
             Err(message) => Response::Error { message },
         }

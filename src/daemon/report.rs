@@ -45,7 +45,10 @@ impl Daemon {
                 let paths: Vec<_> = app
                     .instances
                     .keys()
-                    .map(|i| self.apps.logs.paths(name, *i, &app.spec.template.logs))
+                    .map(|i| {
+                        let p = self.apps.logs.paths(name, *i, &app.spec.template.logs);
+                        serde_json::json!({ "out": p.out, "err": p.err, "combined": p.combined })
+                    })
                     .collect();
                 serde_json::json!({
                     "spec": app.spec.template,
