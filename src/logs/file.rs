@@ -31,7 +31,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct LogFileError {
     /// The file that failed.
     pub path: PathBuf,
-    /// The OS error of the episode's first failure (kept while suspended).
+    /// The OS error of the latest attempt (repeated while suspended).
     pub message: String,
 }
 
@@ -96,13 +96,13 @@ impl LogFile {
     pub fn write(&self, data: &[u8]) -> Result<(), LogFileError> {
         let mut st = self.lock();
         let now = Instant::now();
-        if let Some(f) = &st.failure {
-            if now < f.retry_at {
-                return Err(LogFileError {
-                    path: self.path.clone(),
-                    message: f.message.clone(),
-                });
-            }
+        if let Some(f) = &st.failure
+            && now < f.retry_at
+        {
+            return Err(LogFileError {
+                path: self.path.clone(),
+                message: f.message.clone(),
+            });
         }
         match self.write_lines(&mut st, data) {
             Ok(()) => {
@@ -113,12 +113,8 @@ impl LogFile {
             }
             Err(e) => {
                 st.file = None;
-                let message = e.to_string();
+                let kept = e.to_string();
                 let first = st.failure.is_none();
-                let kept = match st.failure.take() {
-                    Some(f) if !first => f.message,
-                    _ => message,
-                };
                 st.failure = Some(Failure {
                     message: kept.clone(),
                     retry_at: now + RETRY_AFTER,
@@ -160,10 +156,11 @@ impl LogFile {
     }
 
     fn open(&self, st: &mut State) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = self.path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new()
             .append(true)

@@ -118,6 +118,7 @@ impl Formatter {
                 }
             }
             Style::Json(fields) => {
+                self.out.reserve(lines.len() * 2);
                 let mut head = b"{\"timestamp\":\"".to_vec();
                 head.extend_from_slice(
                     Local::now()
@@ -128,7 +129,11 @@ impl Formatter {
                 for line in each_line(lines) {
                     let line = line.strip_suffix(b"\n").unwrap_or(line);
                     self.out.extend_from_slice(&head);
-                    escape_into(&mut self.out, &String::from_utf8_lossy(line));
+                    if is_plain_ascii(line) {
+                        self.out.extend_from_slice(line);
+                    } else {
+                        escape_into(&mut self.out, &String::from_utf8_lossy(line));
+                    }
                     self.out.extend_from_slice(b"\"}\n");
                 }
             }
@@ -144,6 +149,14 @@ fn each_line(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         let line = &data[start..=i];
         start = i + 1;
         line
+    })
+}
+
+/// True when `line` is ASCII needing no JSON escape: the common case, copied
+/// as is. Written branch-free so the compiler vectorises it.
+fn is_plain_ascii(line: &[u8]) -> bool {
+    !line.iter().fold(false, |bad, &b| {
+        bad | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
     })
 }
 

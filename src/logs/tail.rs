@@ -135,10 +135,10 @@ pub fn follow(
                 pos: 0,
                 partial: Vec::new(),
             };
-            if let Ok(file) = File::open(path) {
-                if let Ok(meta) = file.metadata() {
-                    (f.ino, f.pos, f.file) = (meta.ino(), meta.len(), Some(file));
-                }
+            if let Ok(file) = File::open(path)
+                && let Ok(meta) = file.metadata()
+            {
+                (f.ino, f.pos, f.file) = (meta.ino(), meta.len(), Some(file));
             }
             f
         })
