@@ -29,10 +29,7 @@ for _ in range(1000):
 fn cpu_ticks() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_comm = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after_comm
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
+    let f: Vec<f64> = after_comm.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
     // Fields 14 and 15 (utime, stime); index 11 and 12 after the comm; 100 Hz.
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
@@ -40,11 +37,7 @@ fn cpu_ticks() -> f64 {
 /// On-CPU nanoseconds of the main thread, from /proc/self/schedstat.
 fn cpu_precise() -> f64 {
     let s = std::fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
-    s.split_whitespace()
-        .next()
-        .and_then(|x| x.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
+    s.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
 }
 
 fn shell(dir: &Path, pipeline: &str) -> (Duration, f64, f64) {
@@ -52,10 +45,7 @@ fn shell(dir: &Path, pipeline: &str) -> (Duration, f64, f64) {
     let t = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "python3 -c '{WRITER}' {pipeline} {}",
-            file.display()
-        ))
+        .arg(format!("python3 -c '{WRITER}' {pipeline} {}", file.display()))
         .status()
         .expect("sh");
     let wall = t.elapsed();
@@ -66,10 +56,7 @@ fn shell(dir: &Path, pipeline: &str) -> (Duration, f64, f64) {
 
 fn hub_run(dir: &Path, spec: &LogSpec, pipe_size: Option<i32>) -> (Duration, f64, f64) {
     let hub = LogHub::new(dir.to_owned());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (c0, p0, t) = (cpu_ticks(), cpu_precise(), Instant::now());
     let mut child = Command::new("python3")
         .arg("-c")
@@ -85,8 +72,7 @@ fn hub_run(dir: &Path, spec: &LogSpec, pipe_size: Option<i32>) -> (Duration, f64
         // What the daemon's process module does for every app.
         let _ = nix::fcntl::fcntl(out.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
     }
-    rt.block_on(async { hub.attach("bench", 0, spec, out, err).await })
-        .unwrap();
+    rt.block_on(async { hub.attach("bench", 0, spec, out, err).await }).unwrap();
     let wall = t.elapsed();
     let cpu = (cpu_ticks() - c0, cpu_precise() - p0);
     assert!(child.wait().unwrap().success());
@@ -102,45 +88,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let plain = LogSpec::default();
-    let json = LogSpec {
-        format: LogFormat::Json,
-        timestamp: Some("%Y-%m-%d %H:%M:%S%.3f".into()),
-        ..LogSpec::default()
-    };
+    let json =
+        LogSpec { format: LogFormat::Json, timestamp: Some("%Y-%m-%d %H:%M:%S%.3f".into()), ..LogSpec::default() };
     type Mode<'a> = (&'a str, Box<dyn Fn(&Path) -> (Duration, f64, f64) + 'a>);
     let modes: Vec<Mode> = vec![
-        (
-            "writer > file (reference)",
-            Box::new(|d: &Path| shell(d, ">")),
-        ),
-        (
-            "cat baseline (writer | cat > file)",
-            Box::new(|d: &Path| shell(d, "| cat >")),
-        ),
-        (
-            "LogHub plain, 1 MiB pipe",
-            Box::new(|d: &Path| hub_run(d, &plain, Some(1 << 20))),
-        ),
-        (
-            "LogHub plain, default 64 KiB pipe",
-            Box::new(|d: &Path| hub_run(d, &plain, None)),
-        ),
-        (
-            "LogHub JSON + timestamp, 1 MiB pipe",
-            Box::new(|d: &Path| hub_run(d, &json, Some(1 << 20))),
-        ),
+        ("writer > file (reference)", Box::new(|d: &Path| shell(d, ">"))),
+        ("cat baseline (writer | cat > file)", Box::new(|d: &Path| shell(d, "| cat >"))),
+        ("LogHub plain, 1 MiB pipe", Box::new(|d: &Path| hub_run(d, &plain, Some(1 << 20)))),
+        ("LogHub plain, default 64 KiB pipe", Box::new(|d: &Path| hub_run(d, &plain, None))),
+        ("LogHub JSON + timestamp, 1 MiB pipe", Box::new(|d: &Path| hub_run(d, &json, Some(1 << 20)))),
     ];
-    println!(
-        "{LINES} lines of 100 bytes; medians of 3 rounds, modes interleaved within each round"
-    );
-    println!(
-        "{:<38} {:>9} {:>14} {:>16} {:>10}",
-        "mode", "wall s", "hub CPU s", "hub CPU s", "MB/s"
-    );
-    println!(
-        "{:<38} {:>9} {:>14} {:>16} {:>10}",
-        "", "", "(/proc stat)", "(schedstat)", ""
-    );
+    println!("{LINES} lines of 100 bytes; medians of 3 rounds, modes interleaved within each round");
+    println!("{:<38} {:>9} {:>14} {:>16} {:>10}", "mode", "wall s", "hub CPU s", "hub CPU s", "MB/s");
+    println!("{:<38} {:>9} {:>14} {:>16} {:>10}", "", "", "(/proc stat)", "(schedstat)", "");
     // Rounds interleave the modes so background load hits them alike.
     let mut results = vec![(Vec::new(), Vec::new(), Vec::new()); modes.len()];
     for _ in 0..3 {
@@ -155,10 +115,6 @@ fn main() {
     for ((name, _), (walls, cpus, precise)) in modes.iter().zip(results) {
         let wall = median(walls);
         let mb = (LINES * 100) as f64 / 1e6 / wall;
-        println!(
-            "{name:<38} {wall:>9.3} {:>14.2} {:>16.3} {mb:>10.0}",
-            median(cpus),
-            median(precise)
-        );
+        println!("{name:<38} {wall:>9.3} {:>14.2} {:>16.3} {mb:>10.0}", median(cpus), median(precise));
     }
 }

@@ -40,7 +40,14 @@
 //! KDL files in the state dir, reconciled like conf.d files.
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod logs;
+pub mod monitor;
+pub mod paths;
+pub mod process;
+pub mod reconcile;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

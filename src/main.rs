@@ -7,19 +7,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use procd::cli::{self, Cli, Command};
 use procd::daemon::{self, DaemonOptions};
+use procd::logs::daemon_log::DaemonLog;
 use procd::paths::Paths;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Daemon(args) = &cli.command {
         let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
-        init_tracing(&paths.log_dir);
+        let daemon_log = init_tracing(&paths.log_dir);
         let opts = DaemonOptions {
             paths,
             env_profile: args.env.clone(),
             debounce: args.debounce,
             rescan_every: args.rescan,
             sample_every: args.sample_every,
+            daemon_log: Some(daemon_log),
         };
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -49,14 +51,15 @@ fn main() -> ExitCode {
 
 /// The daemon logs to stderr (the foreground, journald) and to a
 /// size-rotated `procd.log` in the log dir; `RUST_LOG` filters both.
-fn init_tracing(log_dir: &std::path::Path) {
+fn init_tracing(log_dir: &std::path::Path) -> DaemonLog {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("procd=info"));
-    let file = procd::logs::daemon_log::DaemonLog::new(log_dir);
+    let file = DaemonLog::new(log_dir);
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr))
-        .with(fmt::layer().with_ansi(false).with_writer(file))
+        .with(fmt::layer().with_ansi(false).with_writer(file.clone()))
         .init();
+    file
 }

@@ -43,11 +43,7 @@ impl Default for Monitor {
 impl Monitor {
     /// A monitor with no history: every root's first sample shows 0% CPU.
     pub fn new() -> Self {
-        Monitor {
-            previous: HashMap::new(),
-            page_size: page_size(),
-            ticks_per_second: clock_ticks_per_second(),
-        }
+        Monitor { previous: HashMap::new(), page_size: page_size(), ticks_per_second: clock_ticks_per_second() }
     }
 
     /// Usage of each root's tree at `now`. Roots whose process is gone are
@@ -76,22 +72,12 @@ impl Monitor {
                     let secs = now.saturating_duration_since(then).as_secs_f64();
                     // Exited descendants take their ticks with them: clamp.
                     let used = ticks.saturating_sub(before) as f64 / self.ticks_per_second as f64;
-                    if secs > 0.0 {
-                        (used / secs * 100.0) as f32
-                    } else {
-                        0.0
-                    }
+                    if secs > 0.0 { (used / secs * 100.0) as f32 } else { 0.0 }
                 }
                 None => 0.0,
             };
             previous.insert(root, (ticks, now));
-            usage.insert(
-                root,
-                Usage {
-                    rss_bytes: rss_pages * self.page_size,
-                    cpu_percent,
-                },
-            );
+            usage.insert(root, Usage { rss_bytes: rss_pages * self.page_size, cpu_percent });
         }
         self.previous = previous;
         usage
@@ -131,10 +117,7 @@ fn children(pid: i32) -> Vec<i32> {
         let mut path = task.path();
         path.push("children");
         if let Ok(list) = fs::read_to_string(&path) {
-            out.extend(
-                list.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
+            out.extend(list.split_ascii_whitespace().filter_map(|p| p.parse::<i32>().ok()));
         }
     }
     out
@@ -170,10 +153,7 @@ fn parse_stat(line: &str) -> Option<Stat> {
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     let cpu_ticks = field(14)? + field(15)? + field(16)? + field(17)?;
-    Some(Stat {
-        cpu_ticks,
-        start_time: field(22)?,
-    })
+    Some(Stat { cpu_ticks, start_time: field(22)? })
 }
 
 /// Resident pages, field 2 of `/proc/PID/statm`.
@@ -190,13 +170,7 @@ mod tests {
     fn stat_fields_counted_after_the_last_paren() {
         let line = "42 (a) b) (c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 123456 1000 \
                     200 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
-        assert_eq!(
-            parse_stat(line),
-            Some(Stat {
-                cpu_ticks: 13,
-                start_time: 123456
-            })
-        );
+        assert_eq!(parse_stat(line), Some(Stat { cpu_ticks: 13, start_time: 123456 }));
         assert_eq!(parse_stat("42 (truncated"), None);
         assert_eq!(parse_stat("42 (x) S 1 2"), None);
     }
@@ -215,11 +189,7 @@ mod tests {
     #[test]
     fn vanished_or_invalid_roots_are_skipped() {
         let mut monitor = Monitor::new();
-        assert!(
-            monitor
-                .sample(&[0, -5, i32::MAX], Instant::now())
-                .is_empty()
-        );
+        assert!(monitor.sample(&[0, -5, i32::MAX], Instant::now()).is_empty());
         assert!(process_tree(i32::MAX).is_empty());
         assert_eq!(start_time_ticks(i32::MAX), None);
     }

@@ -12,8 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{InstanceSpec, SpecHash};
 use crate::spec::hash::changed_fields;
+use crate::spec::{InstanceSpec, SpecHash};
 
 /// One app as the config dir declares it.
 #[derive(Debug, Clone)]
@@ -176,11 +176,17 @@ mod tests {
         let api = app("api", "api");
         let old = app("old", "x");
         let s = |x: &str| x.to_string();
-        let cases: Vec<(&str, Vec<DesiredApp>, Vec<ObservedApp>, Vec<Action>)> = vec![
+        type Case<'a> = (&'a str, Vec<DesiredApp<'a>>, Vec<ObservedApp<'a>>, Vec<Action>);
+        let cases: Vec<Case> = vec![
             ("nothing to do", vec![], vec![], vec![]),
             ("converged", vec![want(&web, 2)], vec![have(&web, &[0, 1])], vec![]),
             ("new app", vec![want(&web, 2)], vec![], vec![Action::Start { app: s("web"), indices: vec![0, 1] }]),
-            ("removed app", vec![], vec![have(&web, &[1, 0])], vec![Action::Stop { app: s("web"), indices: vec![0, 1] }]),
+            (
+                "removed app",
+                vec![],
+                vec![have(&web, &[1, 0])],
+                vec![Action::Stop { app: s("web"), indices: vec![0, 1] }],
+            ),
             (
                 "scale up touches no existing instance",
                 vec![want(&web, 4)],

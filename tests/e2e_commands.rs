@@ -18,7 +18,17 @@ fn status_json_follows_the_contract_and_the_table_reads() {
     }
     assert_eq!(app["state"], "running");
     assert_eq!(app["spec_hash"].as_str().unwrap().len(), 64);
-    for key in ["index", "pid", "status", "restarts", "uptime_ms", "memory_bytes", "cpu_percent", "last_exit", "last_restart_reason"] {
+    for key in [
+        "index",
+        "pid",
+        "status",
+        "restarts",
+        "uptime_ms",
+        "memory_bytes",
+        "cpu_percent",
+        "last_exit",
+        "last_restart_reason",
+    ] {
         assert!(app["instances"][0].get(key).is_some(), "missing instance {key}");
     }
     assert!(s["errors"].as_array().unwrap().is_empty());
@@ -49,7 +59,9 @@ fn env_shows_what_runs_and_profiles_and_env_files_apply() {
     d.write("web.kdl", &spec);
     d.wait_online("web", 2);
     let env = d.ok(&["env", "web:1"]);
-    for line in ["PROCD_APP=web", "PROCD_INSTANCE=1", "NODE_APP_INSTANCE=1", "FROM_FILE=yes", "SHARED=base", "ONLY_BASE=1"] {
+    for line in
+        ["PROCD_APP=web", "PROCD_INSTANCE=1", "NODE_APP_INSTANCE=1", "FROM_FILE=yes", "SHARED=base", "ONLY_BASE=1"]
+    {
         assert!(env.lines().any(|l| l == line), "missing {line} in\n{env}");
     }
     // The real process has it too.
@@ -133,7 +145,8 @@ fn start_script_creates_a_persisted_app_and_delete_removes_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pids = d.wait_online("api", 2);
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
-    let argv: Vec<String> = cmdline.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    let argv: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
     assert!(argv[0].ends_with("node"), "{argv:?}");
     assert_eq!(&argv[2..], ["--port", "9000"]);
     let spec_file = d.home.join("state/apps/api.kdl");
@@ -176,7 +189,10 @@ fn start_script_picks_the_interpreter_and_reports_a_missing_one() {
             .arg("--home")
             .arg(&d.home)
             .current_dir(&work)
-            .env("PATH", std::env::var("PATH").unwrap().split(':').filter(|p| !p.contains("ruby")).collect::<Vec<_>>().join(":"))
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap().split(':').filter(|p| !p.contains("ruby")).collect::<Vec<_>>().join(":"),
+            )
             .output()
             .unwrap()
     };
@@ -223,7 +239,10 @@ fn reconcile_dry_run_shows_the_plan_and_wait_reports_failures() {
     d.ok(&["reconcile", "--wait", "--timeout", "10s"]);
     d.wait_online("b", 1);
 
-    d.write("broken.kdl", "app \"c\" {\n    run \"/nonexistent/program\"\n    restart \"always\" { max-restarts 2; }\n}\n");
+    d.write(
+        "broken.kdl",
+        "app \"c\" {\n    run \"/nonexistent/program\"\n    restart \"always\" { max-restarts 2; }\n}\n",
+    );
     let out = d.procd(&["reconcile", "--wait", "--timeout", "10s"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stderr).contains("c:0"), "{}", String::from_utf8_lossy(&out.stderr));

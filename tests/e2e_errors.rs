@@ -17,7 +17,12 @@ fn a_broken_file_keeps_its_apps_running_and_shows_where() {
         ("wrong type", "app \"web\" {\n    run \"sleep\" \"1000\"\n    instances \"many\"\n}\n", 3, "instances"),
         ("bad duration", "app \"web\" {\n    run \"sleep\" \"1000\"\n    stop timeout=\"soon\"\n}\n", 3, "duration"),
         ("bad signal", "app \"web\" {\n    run \"sleep\" \"1000\"\n    stop signal=\"SIGNOPE\"\n}\n", 3, "signal"),
-        ("duplicate app", "app \"web\" {\n    run \"sleep\" \"1000\"\n}\napp \"web\" {\n    run \"sleep\" \"1\"\n}\n", 4, "web"),
+        (
+            "duplicate app",
+            "app \"web\" {\n    run \"sleep\" \"1000\"\n}\napp \"web\" {\n    run \"sleep\" \"1\"\n}\n",
+            4,
+            "web",
+        ),
         ("invalid KDL", "app \"web\" {\n    run \"sleep\" \"1000\"\n", 0, ""),
     ];
     let mut errors_text = String::new();
@@ -51,7 +56,10 @@ fn a_broken_file_keeps_its_apps_running_and_shows_where() {
 
 #[test]
 fn a_file_broken_from_the_start_starts_nothing_and_others_run() {
-    let d = Daemon::start_with(&[("bad.kdl", "app \"bad\" {\n    rnu \"x\"\n}\n"), ("good.kdl", &sleeper("good", ""))], &[]);
+    let d = Daemon::start_with(
+        &[("bad.kdl", "app \"bad\" {\n    rnu \"x\"\n}\n"), ("good.kdl", &sleeper("good", ""))],
+        &[],
+    );
     d.wait_online("good", 1);
     assert!(d.app("bad").is_none());
     let e = &d.status()["errors"][0];

@@ -35,7 +35,12 @@ fn editor_and_package_manager_leftovers_are_ignored() {
 fn editing_one_app_restarts_only_that_app() {
     let d = Daemon::start();
     let three = |b_env: &str| {
-        format!("{}{}{}", sleeper("a", ""), sleeper("b", &format!("env {{ V \"{b_env}\"; }}")), sleeper("c", "instances 2"))
+        format!(
+            "{}{}{}",
+            sleeper("a", ""),
+            sleeper("b", &format!("env {{ V \"{b_env}\"; }}")),
+            sleeper("c", "instances 2")
+        )
     };
     d.write("three.kdl", &three("1"));
     let a = d.wait_online("a", 1);

@@ -56,10 +56,7 @@ impl Writer {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Polls `cond` every 20 ms until it holds, failing after 20 s.
@@ -76,10 +73,7 @@ fn run(hub: &LogHub, app: &str, index: u32, spec: &LogSpec, script: &str) {
     let (writer, out, err) = Writer::spawn(script);
     runtime().block_on(async {
         let pumps = hub.attach(app, index, spec, out, err);
-        tokio::time::timeout(Duration::from_secs(60), pumps)
-            .await
-            .expect("pumps hung")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), pumps).await.expect("pumps hung").unwrap();
     });
     writer.finish();
 }
@@ -117,24 +111,11 @@ while o < len(out) or e < len(err):
 }
 
 fn numbers(text: &str, prefix: &str) -> Vec<u32> {
-    text.lines()
-        .map(|l| {
-            l.strip_prefix(prefix)
-                .and_then(|n| n.parse().ok())
-                .expect(l)
-        })
-        .collect()
+    text.lines().map(|l| l.strip_prefix(prefix).and_then(|n| n.parse().ok()).expect(l)).collect()
 }
 
 fn rotating(size: u64, keep: u32, compress: bool) -> LogSpec {
-    LogSpec {
-        rotate: Some(RotateSpec {
-            size,
-            keep,
-            compress,
-        }),
-        ..LogSpec::default()
-    }
+    LogSpec { rotate: Some(RotateSpec { size, keep, compress }), ..LogSpec::default() }
 }
 
 #[test]
@@ -149,10 +130,7 @@ fn every_line_kept_once_in_order_across_rotations() {
         for n in 1..=5 {
             assert!(fs::metadata(rotated_path(&path, n)).unwrap().len() <= 256 * 1024);
         }
-        assert_eq!(
-            numbers(&all_generations(&path), prefix),
-            (0..200_000).collect::<Vec<_>>()
-        );
+        assert_eq!(numbers(&all_generations(&path), prefix), (0..200_000).collect::<Vec<_>>());
     }
 }
 
@@ -167,10 +145,7 @@ fn keep_drops_the_oldest_generations() {
     assert!(!rotated_path(&out, 3).exists());
     let kept = numbers(&all_generations(&out), "out ");
     assert_eq!(*kept.last().unwrap(), 49_999);
-    assert!(
-        kept.windows(2).all(|w| w[1] == w[0] + 1),
-        "a contiguous suffix"
-    );
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "a contiguous suffix");
     assert!(kept[0] > 0);
 }
 
@@ -218,31 +193,17 @@ sys.stdout.write("no newline at the end"); sys.stdout.flush()
 fn json_lines_parse_and_carry_their_fields() {
     let dir = tempfile::tempdir().unwrap();
     let hub = LogHub::new(dir.path().to_owned());
-    let spec = LogSpec {
-        format: LogFormat::Json,
-        ..LogSpec::default()
-    };
+    let spec = LogSpec { format: LogFormat::Json, ..LogSpec::default() };
     let script = r#"import sys; print("to \"out\""); print("to err", file=sys.stderr)"#;
     run(&hub, "js", 1, &spec, script);
-    let out: serde_json::Value =
-        serde_json::from_str(read(&dir.path().join("js-out-1.log")).trim()).unwrap();
+    let out: serde_json::Value = serde_json::from_str(read(&dir.path().join("js-out-1.log")).trim()).unwrap();
     assert_eq!(out["message"], "to \"out\"");
     assert_eq!(out["type"], "out");
-    assert_eq!(
-        (out["app"].as_str(), out["app_name"].as_str()),
-        (Some("js"), Some("js"))
-    );
-    assert_eq!(
-        (out["instance"].as_u64(), out["process_id"].as_u64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((out["app"].as_str(), out["app_name"].as_str()), (Some("js"), Some("js")));
+    assert_eq!((out["instance"].as_u64(), out["process_id"].as_u64()), (Some(1), Some(1)));
     assert!(chrono::DateTime::parse_from_rfc3339(out["timestamp"].as_str().unwrap()).is_ok());
-    let err: serde_json::Value =
-        serde_json::from_str(read(&dir.path().join("js-err-1.log")).trim()).unwrap();
-    assert_eq!(
-        (err["type"].as_str(), err["message"].as_str()),
-        (Some("err"), Some("to err"))
-    );
+    let err: serde_json::Value = serde_json::from_str(read(&dir.path().join("js-err-1.log")).trim()).unwrap();
+    assert_eq!((err["type"].as_str(), err["message"].as_str()), (Some("err"), Some("to err")));
 }
 
 #[test]
@@ -254,25 +215,13 @@ fn timestamp_prefixes_plain_lines_and_combined_gets_both_streams() {
         combined: Some("both.log".into()),
         ..LogSpec::default()
     };
-    run(
-        &hub,
-        "ts",
-        0,
-        &spec,
-        r#"import sys; print("a"); print("b", file=sys.stderr)"#,
-    );
+    run(&hub, "ts", 0, &spec, r#"import sys; print("a"); print("b", file=sys.stderr)"#);
     let line = read(&dir.path().join("ts-out.log"));
     let (stamp, rest) = line.trim_end().split_at(23);
-    assert!(
-        chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").is_ok(),
-        "{line}"
-    );
+    assert!(chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").is_ok(), "{line}");
     assert_eq!(rest, " a");
     let both = read(&dir.path().join("both.log"));
-    assert!(
-        both.lines().any(|l| l.ends_with(" a")) && both.lines().any(|l| l.ends_with(" b")),
-        "{both}"
-    );
+    assert!(both.lines().any(|l| l.ends_with(" a")) && both.lines().any(|l| l.ends_with(" b")), "{both}");
 }
 
 /// A writer that prints `before`, waits for file `go`, prints `after`.
@@ -302,10 +251,7 @@ fn reopen_after_external_rename_writes_a_fresh_file_and_flush_truncates() {
         fs::rename(&out, &moved).unwrap();
         hub.reopen();
         fs::write(&go, "").unwrap();
-        tokio::time::timeout(Duration::from_secs(20), pumps)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), pumps).await.unwrap().unwrap();
     });
     writer.finish();
     assert_eq!(read(&moved), "before\n");
@@ -323,11 +269,7 @@ fn unwritable_log_dir_is_reported_the_app_is_not_blocked_and_writing_resumes() {
     let blocker = dir.path().join("logs");
     fs::write(&blocker, "not a dir").unwrap();
     let hub = LogHub::new(blocker.clone());
-    let (phase1, go, stop) = (
-        dir.path().join("phase1"),
-        dir.path().join("go"),
-        dir.path().join("stop"),
-    );
+    let (phase1, go, stop) = (dir.path().join("phase1"), dir.path().join("go"), dir.path().join("stop"));
     let script = format!(
         r#"
 import os, sys, time
@@ -346,24 +288,15 @@ while not os.path.exists({stop:?}):
     runtime().block_on(async {
         let pumps = hub.attach("bad", 0, &LogSpec::default(), out_fd, err_fd);
         until("the writer to get past 100,000 lines", || phase1.exists()).await;
-        until("every line counted as lost", || {
-            hub.stats("bad", 0).lines_lost == 100_000
-        })
-        .await;
+        until("every line counted as lost", || hub.stats("bad", 0).lines_lost == 100_000).await;
         let stats = hub.stats("bad", 0);
-        assert!(
-            stats.last_error.as_deref().unwrap().contains("bad-out.log"),
-            "{stats:?}"
-        );
+        assert!(stats.last_error.as_deref().unwrap().contains("bad-out.log"), "{stats:?}");
         fs::remove_file(&blocker).unwrap();
         fs::create_dir(&blocker).unwrap();
         fs::write(&go, "").unwrap();
         until("writing to resume", || read(&out).starts_with("resumed\n")).await;
         fs::write(&stop, "").unwrap();
-        tokio::time::timeout(Duration::from_secs(20), pumps)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), pumps).await.unwrap().unwrap();
     });
     writer.finish();
     assert!(!read(&out).contains("lost"));
@@ -376,23 +309,13 @@ fn last_lines_reach_into_the_rotated_file() {
     fs::write(rotated_path(&path, 1), "1\n2\n3\n4\n5\n").unwrap();
     fs::write(&path, "6\n7\n").unwrap();
     let files = [("a".to_string(), path.clone())];
-    let got: Vec<String> = tail::last_lines(&files, 4)
-        .unwrap()
-        .into_iter()
-        .map(|(_, l)| l)
-        .collect();
+    let got: Vec<String> = tail::last_lines(&files, 4).unwrap().into_iter().map(|(_, l)| l).collect();
     assert_eq!(got, ["4", "5", "6", "7"]);
     // A big file is read backwards: only its end is needed.
     let big: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
     fs::write(&path, big).unwrap();
     let got = tail::last_lines(&files, 2).unwrap();
-    assert_eq!(
-        got,
-        [
-            ("a".into(), "line 299998".into()),
-            ("a".into(), "line 299999".into())
-        ]
-    );
+    assert_eq!(got, [("a".into(), "line 299998".into()), ("a".into(), "line 299999".into())]);
 }
 
 /// A `Write` the test can read while `follow` runs on another thread.
@@ -416,13 +339,7 @@ impl Shared {
 }
 
 fn append(path: &PathBuf, text: &str) {
-    fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    fs::OpenOptions::new().append(true).create(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
 }
 
 #[test]
@@ -430,11 +347,7 @@ fn follow_sees_appends_and_continues_after_rotation_and_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.log");
     append(&path, "old, not shown\n");
-    let (sink, stop, started) = (
-        Shared::default(),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let (sink, stop, started) = (Shared::default(), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let follower = {
         let (mut sink, stop, started) = (sink.clone(), stop.clone(), started.clone());
         let files = vec![("f".to_string(), path.clone())];
@@ -453,11 +366,7 @@ fn follow_sees_appends_and_continues_after_rotation_and_truncation() {
     let wait = |what: &str, want: &str| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while sink.text() != want {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: got {:?}",
-                sink.text()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: got {:?}", sink.text());
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -469,10 +378,7 @@ fn follow_sees_appends_and_continues_after_rotation_and_truncation() {
     wait("lines across a rotation", "f | one\nf | two\nf | three\n");
     fs::write(&path, "").unwrap();
     append(&path, "four\n");
-    wait(
-        "a line after truncation",
-        "f | one\nf | two\nf | three\nf | four\n",
-    );
+    wait("a line after truncation", "f | one\nf | two\nf | three\nf | four\n");
     stop.store(true, Ordering::Relaxed);
     follower.join().unwrap().unwrap();
 }
@@ -483,11 +389,7 @@ fn daemon_log_rotates_by_size() {
     let dir = tempfile::tempdir().unwrap();
     let log = procd::logs::daemon_log::DaemonLog::with_rotation(dir.path(), 1000, 2);
     for i in 0..100 {
-        writeln!(
-            log.make_writer(),
-            "event {i} with some padding to fill the file"
-        )
-        .unwrap();
+        writeln!(log.make_writer(), "event {i} with some padding to fill the file").unwrap();
     }
     let path = dir.path().join("procd.log");
     assert!(rotated_path(&path, 2).exists() && !rotated_path(&path, 3).exists());

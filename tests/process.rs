@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use procd::monitor::{Monitor, process_tree, start_time_ticks};
 use procd::process::{
-    ExitStatus, LaunchSpec, Launched, ProcessError, become_subreaper, group_alive, launch,
-    resolve_credentials, signal_group, try_reap,
+    ExitStatus, LaunchSpec, Launched, ProcessError, become_subreaper, group_alive, launch, resolve_credentials,
+    signal_group, try_reap,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe::Receiver;
@@ -29,12 +29,7 @@ fn argv(words: &[&str]) -> Vec<String> {
 
 fn start(words: &[&str], cwd: &Path, env: &[(String, String)]) -> Launched {
     let argv = argv(words);
-    let spec = LaunchSpec {
-        argv: &argv,
-        cwd,
-        env,
-        credentials: None,
-    };
+    let spec = LaunchSpec { argv: &argv, cwd, env, credentials: None };
     launch(&spec).unwrap_or_else(|e| panic!("launching {words:?}: {e}"))
 }
 
@@ -92,10 +87,7 @@ fn wait_gone(pid: i32) -> Option<ExitStatus> {
 async fn read_all(fd: OwnedFd) -> String {
     let mut pipe = Receiver::from_owned_fd(fd).unwrap();
     let mut out = String::new();
-    tokio::time::timeout(DEADLINE, pipe.read_to_string(&mut out))
-        .await
-        .expect("pipe not closed in time")
-        .unwrap();
+    tokio::time::timeout(DEADLINE, pipe.read_to_string(&mut out)).await.expect("pipe not closed in time").unwrap();
     out
 }
 
@@ -153,11 +145,7 @@ async fn environment_is_exactly_the_given_one() {
         ("EMPTY".to_owned(), String::new()),
     ];
     let child = start(&["env"], Path::new("/"), &env);
-    let got: BTreeSet<String> = read_all(child.stdout)
-        .await
-        .lines()
-        .map(String::from)
-        .collect();
+    let got: BTreeSet<String> = read_all(child.stdout).await.lines().map(String::from).collect();
     let want: BTreeSet<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     assert_eq!(got, want);
     assert_eq!(wait_exit(child.pid), ExitStatus::Code(0));
@@ -182,12 +170,7 @@ fn launch_failures_name_the_program() {
     let fail = |words: &[&str], cwd: &Path| {
         let argv = argv(words);
         let env = base_env();
-        let spec = LaunchSpec {
-            argv: &argv,
-            cwd,
-            env: &env,
-            credentials: None,
-        };
+        let spec = LaunchSpec { argv: &argv, cwd, env: &env, credentials: None };
         launch(&spec).expect_err("launch should fail")
     };
 
@@ -196,30 +179,21 @@ fn launch_failures_name_the_program() {
     assert!(err.to_string().contains("procd-no-such-program"), "{err}");
 
     let err = fail(&["/nonexistent/procd-prog"], Path::new("/"));
-    let ProcessError::Exec { program, source } = &err else {
-        panic!("{err}")
-    };
+    let ProcessError::Exec { program, source } = &err else { panic!("{err}") };
     assert_eq!(program, "/nonexistent/procd-prog");
     assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
 
     let data = dir.path().join("data.txt");
     std::fs::write(&data, "").unwrap();
     let err = fail(&[data.to_str().unwrap()], Path::new("/"));
-    let ProcessError::Exec { source, .. } = &err else {
-        panic!("{err}")
-    };
+    let ProcessError::Exec { source, .. } = &err else { panic!("{err}") };
     assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
 
     let missing = dir.path().join("gone");
     let err = fail(&["true"], &missing);
-    let ProcessError::Chdir { cwd, .. } = &err else {
-        panic!("{err}")
-    };
+    let ProcessError::Chdir { cwd, .. } = &err else { panic!("{err}") };
     assert_eq!(cwd, &missing);
-    assert!(
-        err.to_string().contains("gone") && err.to_string().contains("`true`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("gone") && err.to_string().contains("`true`"), "{err}");
 }
 
 #[tokio::test]
@@ -239,23 +213,11 @@ async fn stop_reaches_a_grandchild() {
 #[tokio::test]
 async fn no_daemon_fd_leaks_into_the_child() {
     let file = std::fs::File::open("/dev/null").unwrap();
-    nix::fcntl::fcntl(
-        &file,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    )
-    .unwrap();
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
     let child = start(&["ls", "/proc/self/fd"], Path::new("/"), &base_env());
-    let fds: BTreeSet<String> = read_all(child.stdout)
-        .await
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let fds: BTreeSet<String> = read_all(child.stdout).await.split_whitespace().map(String::from).collect();
     // 0-2, plus the directory ls itself has open to list.
-    assert_eq!(
-        fds,
-        ["0", "1", "2", "3"].map(String::from).into(),
-        "leaked fds"
-    );
+    assert_eq!(fds, ["0", "1", "2", "3"].map(String::from).into(), "leaked fds");
     assert_eq!(wait_exit(child.pid), ExitStatus::Code(0));
     drop(file);
 }
@@ -266,17 +228,10 @@ async fn runs_as_the_given_user() {
         eprintln!("skipped: needs root");
         return;
     }
-    let creds = resolve_credentials(Some("nobody"), None, &[])
-        .unwrap()
-        .unwrap();
+    let creds = resolve_credentials(Some("nobody"), None, &[]).unwrap().unwrap();
     let argv = argv(&["sh", "-c", "id -u; id -g; id -G"]);
     let env = base_env();
-    let spec = LaunchSpec {
-        argv: &argv,
-        cwd: Path::new("/"),
-        env: &env,
-        credentials: Some(&creds),
-    };
+    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: Some(&creds) };
     let child = launch(&spec).unwrap();
     let groups: Vec<String> = creds.groups.iter().map(u32::to_string).collect();
     let want = format!("{}\n{}\n{}\n", creds.uid, creds.gid, groups.join(" "));
@@ -286,19 +241,10 @@ async fn runs_as_the_given_user() {
     // The working directory is entered as the app's user: a 0700 root
     // directory is refused.
     let private = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        private.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let spec = LaunchSpec {
-        cwd: private.path(),
-        ..spec
-    };
+    std::fs::set_permissions(private.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let spec = LaunchSpec { cwd: private.path(), ..spec };
     let err = launch(&spec).unwrap_err();
-    let ProcessError::Chdir { source, .. } = &err else {
-        panic!("{err}")
-    };
+    let ProcessError::Chdir { source, .. } = &err else { panic!("{err}") };
     assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
 }
 
@@ -306,11 +252,7 @@ async fn runs_as_the_given_user() {
 async fn monitor_sums_the_tree() {
     become_subreaper().unwrap();
     let python = "b = b'x' * (50 << 20); print('ready', flush=True); import time; time.sleep(100)";
-    let child = start(
-        &["sh", "-c", "python3 -c \"$0\" & wait", python],
-        Path::new("/"),
-        &base_env(),
-    );
+    let child = start(&["sh", "-c", "python3 -c \"$0\" & wait", python], Path::new("/"), &base_env());
     let _guard = KillOnPanic(child.pid);
     assert_eq!(first_line(child.stdout).await, "ready");
     let tree = process_tree(child.pid);
@@ -324,10 +266,7 @@ async fn monitor_sums_the_tree() {
     assert_eq!(usage.cpu_percent, 0.0);
     let python_only = monitor.sample(&[tree[1]], t0)[&tree[1]];
     let with_sh = monitor.sample(&[child.pid], t0 + Duration::from_secs(1))[&child.pid];
-    assert!(
-        with_sh.rss_bytes > python_only.rss_bytes,
-        "{with_sh:?} vs {python_only:?}"
-    );
+    assert!(with_sh.rss_bytes > python_only.rss_bytes, "{with_sh:?} vs {python_only:?}");
     assert!(with_sh.cpu_percent >= 0.0);
 
     signal_group(child.pid, libc::SIGKILL).unwrap();

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procd::process::{
-    ExitStatus, LaunchSpec, Launched, Reaper, become_subreaper, launch, signal_group,
-};
+use procd::process::{ExitStatus, LaunchSpec, Launched, Reaper, become_subreaper, launch, signal_group};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::unix::pipe::Receiver;
 
@@ -16,12 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 fn sh(script: &str) -> Launched {
     let argv: Vec<String> = ["sh", "-c", script].map(String::from).into();
     let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-    let spec = LaunchSpec {
-        argv: &argv,
-        cwd: Path::new("/"),
-        env: &env,
-        credentials: None,
-    };
+    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: None };
     launch(&spec).unwrap()
 }
 
@@ -74,9 +67,6 @@ async fn reaper_collects_codes_signals_and_orphans() {
     }
     collect(&mut reaper, &[pid]).await;
     latencies.sort();
-    eprintln!(
-        "launch after reap: median {:?}, worst {:?}",
-        latencies[25], latencies[49]
-    );
+    eprintln!("launch after reap: median {:?}, worst {:?}", latencies[25], latencies[49]);
     assert!(latencies[25] < Duration::from_millis(50), "{latencies:?}");
 }

@@ -20,10 +20,7 @@ fn fake_path() -> (tempfile::TempDir, LoadOptions) {
         fs::write(&path, "#!/bin/sh\n").expect("write fake interpreter");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let opts = LoadOptions {
-        env_profile: None,
-        path_env: Some(bin.path().as_os_str().to_owned()),
-    };
+    let opts = LoadOptions { env_profile: None, path_env: Some(bin.path().as_os_str().to_owned()) };
     (bin, opts)
 }
 
@@ -38,23 +35,14 @@ fn every_example_is_valid() {
 #[test]
 fn examples_declare_the_expected_apps() {
     let (bin, opts) = fake_path();
-    let loaded = Loader::new(opts).load(&[SpecDir {
-        path: examples_dir(),
-        cli_created: false,
-    }]);
+    let loaded = Loader::new(opts).load(&[SpecDir { path: examples_dir(), cli_created: false }]);
     assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
     let names: Vec<&str> = loaded.apps.iter().map(|app| app.name.as_str()).collect();
     assert_eq!(names, ["api", "web", "worker"]);
 
     let web = &loaded.apps[1];
-    assert_eq!(
-        web.template.argv[0],
-        bin.path().join("python3").to_string_lossy()
-    );
-    assert_eq!(
-        web.template.argv[1],
-        examples_dir().join("../apps/web.py").to_string_lossy()
-    );
+    assert_eq!(web.template.argv[0], bin.path().join("python3").to_string_lossy());
+    assert_eq!(web.template.argv[1], examples_dir().join("../apps/web.py").to_string_lossy());
     assert_eq!(web.template.env["PORT"], "8081");
     let worker = &loaded.apps[2];
     assert_eq!(worker.instances.resolve(8), 2);
@@ -63,10 +51,6 @@ fn examples_declare_the_expected_apps() {
         // argv[1] is the script (after its interpreter) or node's argument.
         let program = &app.template.argv[1];
         let cwd = app.template.cwd.as_ref().expect("cwd is resolved");
-        assert!(
-            cwd.join(program).exists(),
-            "{} runs {program}, which does not exist",
-            app.name
-        );
+        assert!(cwd.join(program).exists(), "{} runs {program}, which does not exist", app.name);
     }
 }

@@ -154,7 +154,8 @@ fn logs(client: &Client, app: Option<String>, lines: usize, follow: bool, err: b
         for (i, set) in sets.iter().enumerate() {
             for (stream, wanted) in [("out", !err), ("err", !out)] {
                 let Some(path) = set.get(stream).and_then(|p| p.as_str()).filter(|_| wanted) else { continue };
-                let label = if sets.len() > 1 { format!("{}:{i} {stream}", a.name) } else { format!("{} {stream}", a.name) };
+                let label =
+                    if sets.len() > 1 { format!("{}:{i} {stream}", a.name) } else { format!("{} {stream}", a.name) };
                 let path = PathBuf::from(path);
                 if !files.iter().any(|(_, p)| *p == path) {
                     files.push((label, path));

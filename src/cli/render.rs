@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED, ContentArrangement};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::control::protocol::{AppStatus, StatusReport};
 use crate::reconcile::Action;

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use super::protocol::{Envelope, PROTOCOL_VERSION, Request, Response, MAX_FRAME};
+use super::protocol::{Envelope, MAX_FRAME, PROTOCOL_VERSION, Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -28,23 +28,49 @@ pub struct Envelope {
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     /// `detail` adds the resolved spec and log paths (`procd show`).
-    Status { app: Option<String>, #[serde(default)] detail: bool },
-    Env { app: String, index: u32 },
-    Start { targets: Vec<String> },
-    Stop { targets: Vec<String> },
-    Restart { targets: Vec<String> },
-    Reset { targets: Vec<String> },
+    Status {
+        app: Option<String>,
+        #[serde(default)]
+        detail: bool,
+    },
+    Env {
+        app: String,
+        index: u32,
+    },
+    Start {
+        targets: Vec<String>,
+    },
+    Stop {
+        targets: Vec<String>,
+    },
+    Restart {
+        targets: Vec<String>,
+    },
+    Reset {
+        targets: Vec<String>,
+    },
     /// Re-read the config dir. `dry_run` only computes the plan; `wait`
     /// replies once the started instances are online (or failed).
-    Reconcile { dry_run: bool, wait: bool, timeout_ms: u64 },
+    Reconcile {
+        dry_run: bool,
+        wait: bool,
+        timeout_ms: u64,
+    },
     /// Create a persisted app from KDL text (what `procd start SCRIPT` sends).
-    Create { name: String, kdl: String },
+    Create {
+        name: String,
+        kdl: String,
+    },
     /// Remove a CLI-created app.
-    Delete { app: String },
+    Delete {
+        app: String,
+    },
     /// `procd reload-logs`: reopen every log file.
     ReloadLogs,
     /// `procd flush [APP]`: truncate log files.
-    Flush { app: Option<String> },
+    Flush {
+        app: Option<String>,
+    },
     Ping,
 }
 
@@ -53,14 +79,28 @@ pub enum Request {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Response {
     Status(StatusReport),
-    Env { vars: Vec<(String, String)> },
+    Env {
+        vars: Vec<(String, String)>,
+    },
     /// An operation succeeded; `message` is for humans.
-    Done { message: String },
+    Done {
+        message: String,
+    },
     /// The result of `reconcile`.
-    Plan { actions: Vec<Action>, errors: Vec<SpecError>, applied: bool, failed: Vec<String> },
+    Plan {
+        actions: Vec<Action>,
+        errors: Vec<SpecError>,
+        applied: bool,
+        failed: Vec<String>,
+    },
     /// The operation failed; nothing further was done.
-    Error { message: String },
-    Pong { pid: u32, version: String },
+    Error {
+        message: String,
+    },
+    Pong {
+        pid: u32,
+        version: String,
+    },
 }
 
 /// `procd status --json`: the interface contract of FEATURES.md §1.

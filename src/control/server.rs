@@ -85,9 +85,8 @@ async fn handle(stream: UnixStream, daemon: mpsc::Sender<Incoming>, own_uid: u32
             Err(message) => Response::Error { message },
         }
     };
-    let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
-        serde_json::to_vec(&Response::Error { message: e.to_string() }).unwrap_or_default()
-    });
+    let mut line = serde_json::to_vec(&response)
+        .unwrap_or_else(|e| serde_json::to_vec(&Response::Error { message: e.to_string() }).unwrap_or_default());
     line.push(b'\n');
     write.write_all(&line).await?;
     write.shutdown().await

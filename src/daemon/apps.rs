@@ -126,11 +126,11 @@ impl Apps {
         // Apps whose spec changed only outside the hash (source file, line)
         // still show their new origin.
         for (name, spec) in by_name {
-            if let Some(app) = self.apps.get_mut(name) {
-                if app.spec.hash == spec.hash {
-                    app.spec.source = spec.source.clone();
-                    app.spec.instances = spec.instances;
-                }
+            if let Some(app) = self.apps.get_mut(name)
+                && app.spec.hash == spec.hash
+            {
+                app.spec.source = spec.source.clone();
+                app.spec.instances = spec.instances;
             }
         }
         self.draining.retain(|h| !h.join.is_finished());

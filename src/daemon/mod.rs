@@ -21,6 +21,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::control::server::{self, Incoming};
 use crate::logs::LogHub;
+use crate::logs::daemon_log::DaemonLog;
 use crate::monitor::{Monitor, Usage};
 use crate::paths::Paths;
 use crate::process::{self, Reaper};
@@ -29,11 +30,11 @@ use crate::state::OperatorState;
 use crate::supervisor::ExitRouter;
 use crate::watch::ConfigWatcher;
 
-pub use apps::instance_context;
 use apps::Apps;
+pub use apps::instance_context;
 
 /// Settings of one daemon run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonOptions {
     pub paths: Paths,
     /// The env profile selected with `--env`.
@@ -46,6 +47,9 @@ pub struct DaemonOptions {
     pub rescan_every: Duration,
     /// How often instances' memory and CPU are sampled.
     pub sample_every: Duration,
+    /// The daemon's own log file, reopened with the apps' on SIGUSR1 and
+    /// `procd reload-logs`.
+    pub daemon_log: Option<DaemonLog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +137,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (req_tx, mut req_rx) = mpsc::channel::<Incoming>(64);
     tokio::spawn(server::serve(listener, req_tx));
 
-    let sig = |kind: SignalKind, what: &'static str| {
-        signal(kind).map_err(|source| DaemonError::Setup { what, source })
-    };
+    let sig = |kind: SignalKind, what: &'static str| signal(kind).map_err(|source| DaemonError::Setup { what, source });
     let mut term = sig(SignalKind::terminate(), "SIGTERM handling")?;
     let mut int = sig(SignalKind::interrupt(), "SIGINT handling")?;
     let mut hup = sig(SignalKind::hangup(), "SIGHUP handling")?;
@@ -173,7 +175,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 tracing::info!("SIGHUP: re-reading the config dir");
                 daemon.rescan();
             }
-            _ = usr1.recv() => daemon.apps.logs.reopen(),
+            _ = usr1.recv() => daemon.reopen_logs(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -204,6 +206,15 @@ impl Daemon {
         (actions, started)
     }
 
+    /// Reopens every log file by path, after an external logrotate.
+    fn reopen_logs(&self) {
+        self.apps.logs.reopen();
+        if let Some(log) = &self.opts.daemon_log {
+            log.reopen();
+        }
+        tracing::info!("log files reopened");
+    }
+
     fn save_operator_state(&self) -> Result<(), String> {
         self.operator.save(&self.opts.paths.state_file()).map_err(|e| e.to_string())
     }
@@ -222,7 +233,8 @@ impl Daemon {
 /// The daemon's environment minus what belongs to the daemon alone (its
 /// own socket activation and notify socket).
 fn base_env() -> Vec<(String, String)> {
-    const PRIVATE: &[&str] = &["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"];
+    const PRIVATE: &[&str] =
+        &["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"];
     std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect()
 }
 

@@ -29,10 +29,10 @@ impl Daemon {
                 Reply::Now(Response::Pong { pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into() })
             }
             Request::Status { app, detail } => {
-                if let Some(name) = &app {
-                    if !self.apps.apps.contains_key(name) {
-                        return error(format!("no app named `{name}`"));
-                    }
+                if let Some(name) = &app
+                    && !self.apps.apps.contains_key(name)
+                {
+                    return error(format!("no app named `{name}`"));
                 }
                 Reply::Now(Response::Status(self.report(app.as_deref(), detail)))
             }
@@ -51,7 +51,7 @@ impl Daemon {
             Request::Create { name, kdl } => self.create(&name, &kdl),
             Request::Delete { app } => self.delete(&app),
             Request::ReloadLogs => {
-                self.apps.logs.reopen();
+                self.reopen_logs();
                 Reply::Now(Response::Done { message: "log files reopened".into() })
             }
             Request::Flush { app } => match self.apps.logs.flush(app.as_deref()) {
@@ -110,11 +110,9 @@ impl Daemon {
                 Op::Start | Op::Restart => self.operator.stopped.remove(name),
             };
         }
-        if changed {
-            if let Err(e) = self.save_operator_state() {
-                // The operation still happens; only its persistence failed.
-                tracing::error!("{e}");
-            }
+        if changed && let Err(e) = self.save_operator_state() {
+            // The operation still happens; only its persistence failed.
+            tracing::error!("{e}");
         }
         let (msg, goal): (fn() -> Control, Goal) = match op {
             Op::Start => (|| Control::Start, Goal::Online { since, settle: Duration::ZERO, fresh: false }),

@@ -37,14 +37,8 @@ impl DaemonLog {
 
     /// Same with a chosen rotation (tests use small sizes).
     pub fn with_rotation(log_dir: &Path, size: u64, keep: u32) -> DaemonLog {
-        let rotate = RotateSpec {
-            size,
-            keep,
-            compress: false,
-        };
-        DaemonLog {
-            file: Arc::new(LogFile::new(log_dir.join("procd.log"), Some(rotate), true)),
-        }
+        let rotate = RotateSpec { size, keep, compress: false };
+        DaemonLog { file: Arc::new(LogFile::new(log_dir.join("procd.log"), Some(rotate), true)) }
     }
 
     /// Reopens `procd.log` by path (with the apps' files on reload-logs).

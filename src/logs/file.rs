@@ -68,12 +68,7 @@ impl LogFile {
             path,
             generation: Arc::default(),
             quiet,
-            state: Mutex::new(State {
-                file: None,
-                size: 0,
-                rotate,
-                failure: None,
-            }),
+            state: Mutex::new(State { file: None, size: 0, rotate, failure: None }),
         }
     }
 
@@ -99,10 +94,7 @@ impl LogFile {
         if let Some(f) = &st.failure
             && now < f.retry_at
         {
-            return Err(LogFileError {
-                path: self.path.clone(),
-                message: f.message.clone(),
-            });
+            return Err(LogFileError { path: self.path.clone(), message: f.message.clone() });
         }
         match self.write_lines(&mut st, data) {
             Ok(()) => {
@@ -115,19 +107,13 @@ impl LogFile {
                 st.file = None;
                 let kept = e.to_string();
                 let first = st.failure.is_none();
-                st.failure = Some(Failure {
-                    message: kept.clone(),
-                    retry_at: now + RETRY_AFTER,
-                });
+                st.failure = Some(Failure { message: kept.clone(), retry_at: now + RETRY_AFTER });
                 drop(st);
                 if first && !self.quiet {
                     tracing::warn!(path = %self.path.display(), error = %kept,
                         "cannot write log file; lines are counted as lost and writing is retried every second");
                 }
-                Err(LogFileError {
-                    path: self.path.clone(),
-                    message: kept,
-                })
+                Err(LogFileError { path: self.path.clone(), message: kept })
             }
         }
     }
@@ -162,10 +148,7 @@ impl LogFile {
         {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.path)?;
+        let file = OpenOptions::new().append(true).create(true).open(&self.path)?;
         st.size = file.metadata()?.len();
         st.file = Some(file);
         Ok(())
@@ -177,10 +160,7 @@ impl LogFile {
         };
         st.file = None;
         {
-            let mut gen_lock = self
-                .generation
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut gen_lock = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
             rotate::shift(&self.path, spec.keep)?;
             *gen_lock += 1;
             if spec.compress && spec.keep > 0 {
@@ -215,10 +195,7 @@ impl LogFile {
         }
         st.size = 0;
         // Any compression still running now finds its generation gone.
-        let mut gen_lock = self
-            .generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut gen_lock = self.generation.lock().unwrap_or_else(PoisonError::into_inner);
         *gen_lock += u64::from(u32::MAX) + 1;
         rotate::remove_generations(&self.path)
     }

@@ -65,30 +65,17 @@ pub struct Formatter {
 impl Formatter {
     /// Bytes written as read.
     pub fn plain() -> Formatter {
-        Formatter {
-            style: Style::Plain,
-            out: Vec::new(),
-        }
+        Formatter { style: Style::Plain, out: Vec::new() }
     }
 
     /// Each line prefixed by the local time in strftime `format`.
     pub fn timestamped(format: &str) -> Formatter {
-        let mut items: Vec<Item<'static>> = StrftimeItems::new(format)
-            .parse_to_owned()
-            .unwrap_or_default();
+        let mut items: Vec<Item<'static>> = StrftimeItems::new(format).parse_to_owned().unwrap_or_default();
         if items.is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
-            tracing::warn!(
-                format,
-                "invalid log timestamp format; using {DEFAULT_TIMESTAMP}"
-            );
-            items = StrftimeItems::new(DEFAULT_TIMESTAMP)
-                .parse_to_owned()
-                .unwrap_or_default();
+            tracing::warn!(format, "invalid log timestamp format; using {DEFAULT_TIMESTAMP}");
+            items = StrftimeItems::new(DEFAULT_TIMESTAMP).parse_to_owned().unwrap_or_default();
         }
-        Formatter {
-            style: Style::Timestamped(items),
-            out: Vec::new(),
-        }
+        Formatter { style: Style::Timestamped(items), out: Vec::new() }
     }
 
     /// JSON lines carrying the app, instance and stream.
@@ -98,10 +85,7 @@ impl Formatter {
             "\",\"type\":\"{}\",\"app\":{app},\"instance\":{instance},\"app_name\":{app},\"process_id\":{instance},\"message\":\"",
             stream.as_str()
         );
-        Formatter {
-            style: Style::Json(fields.into_bytes()),
-            out: Vec::new(),
-        }
+        Formatter { style: Style::Json(fields.into_bytes()), out: Vec::new() }
     }
 
     /// The bytes to write for `lines` (whole lines, each ending in '\n').
@@ -120,11 +104,7 @@ impl Formatter {
             Style::Json(fields) => {
                 self.out.reserve(lines.len() * 2);
                 let mut head = b"{\"timestamp\":\"".to_vec();
-                head.extend_from_slice(
-                    Local::now()
-                        .to_rfc3339_opts(SecondsFormat::Millis, false)
-                        .as_bytes(),
-                );
+                head.extend_from_slice(Local::now().to_rfc3339_opts(SecondsFormat::Millis, false).as_bytes());
                 head.extend_from_slice(fields);
                 for line in each_line(lines) {
                     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -155,9 +135,7 @@ fn each_line(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// True when `line` is ASCII needing no JSON escape: the common case, copied
 /// as is. Written branch-free so the compiler vectorises it.
 fn is_plain_ascii(line: &[u8]) -> bool {
-    !line.iter().fold(false, |bad, &b| {
-        bad | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
-    })
+    !line.iter().fold(false, |bad, &b| bad | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\'))
 }
 
 /// Bytes that must be escaped inside a JSON string.
@@ -189,14 +167,7 @@ fn escape_into(out: &mut Vec<u8>, s: &str) {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]),
         }
         start = i + 1;
     }
@@ -211,30 +182,22 @@ mod tests {
     fn json_lines_parse_with_every_field() {
         let mut f = Formatter::json("we\"b", 2, Stream::Err);
         let out = f.format(b"hello \"x\"\t\x01\n\xffbad\n").to_vec();
-        let lines: Vec<serde_json::Value> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["message"], "hello \"x\"\t\u{1}");
         assert_eq!(lines[0]["type"], "err");
         assert_eq!(lines[0]["app"], "we\"b");
         assert_eq!(lines[0]["process_id"], 2);
         assert_eq!(lines[1]["message"], "\u{fffd}bad");
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(lines[1]["timestamp"].as_str().unwrap()).is_ok()
-        );
+        assert!(chrono::DateTime::parse_from_rfc3339(lines[1]["timestamp"].as_str().unwrap()).is_ok());
     }
 
     #[test]
     fn timestamp_prefixes_each_line_and_bad_formats_fall_back() {
         let mut f = Formatter::timestamped("[%Y]");
         let out = String::from_utf8(f.format(b"a\nb\n").to_vec()).unwrap();
-        assert!(
-            out.lines().all(|l| l.starts_with("[20") && l.len() == 8),
-            "{out}"
-        );
+        assert!(out.lines().all(|l| l.starts_with("[20") && l.len() == 8), "{out}");
         let mut bad = Formatter::timestamped("%Q%");
         assert!(bad.format(b"a\n").len() > 20);
     }

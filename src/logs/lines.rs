@@ -33,11 +33,7 @@ pub struct LineBuf {
 
 impl Default for LineBuf {
     fn default() -> Self {
-        LineBuf {
-            buf: vec![0; CAPACITY],
-            filled: 0,
-            line_start: 0,
-        }
+        LineBuf { buf: vec![0; CAPACITY], filled: 0, line_start: 0 }
     }
 }
 
@@ -139,13 +135,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut_at_the_limit_and_nothing_is_lost() {
-        for len in [
-            MAX_LINE - 1,
-            MAX_LINE,
-            MAX_LINE + 1,
-            3 * MAX_LINE + 17,
-            1_000_000,
-        ] {
+        for len in [MAX_LINE - 1, MAX_LINE, MAX_LINE + 1, 3 * MAX_LINE + 17, 1_000_000] {
             let mut lb = LineBuf::default();
             let mut data = vec![b'x'; len];
             data.extend_from_slice(b"\nshort\n");
@@ -154,11 +144,7 @@ mod tests {
                 out.extend(feed(&mut lb, piece));
             }
             let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
-            let xs: usize = lines
-                .iter()
-                .filter(|l| l.first() == Some(&b'x'))
-                .map(|l| l.len())
-                .sum();
+            let xs: usize = lines.iter().filter(|l| l.first() == Some(&b'x')).map(|l| l.len()).sum();
             assert_eq!(xs, len, "len {len}");
             assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
             assert_eq!(lines[lines.len() - 2], b"short");

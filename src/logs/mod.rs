@@ -105,29 +105,16 @@ impl LogHub {
     ) -> tokio::task::JoinHandle<()> {
         let p = self.paths(app, index, spec);
         let combined = p.combined.as_ref().map(|c| self.file(c, spec));
-        let stats = lock(&self.inner.stats)
-            .entry((app.to_owned(), index))
-            .or_default()
-            .clone();
+        let stats = lock(&self.inner.stats).entry((app.to_owned(), index)).or_default().clone();
         let pump = |stream: Stream, own: &Option<PathBuf>| {
-            let targets = own
-                .as_ref()
-                .map(|o| self.file(o, spec))
-                .into_iter()
-                .chain(combined.clone())
-                .collect();
+            let targets = own.as_ref().map(|o| self.file(o, spec)).into_iter().chain(combined.clone()).collect();
             let formatter = match (spec.format, &spec.timestamp) {
                 (LogFormat::Json, _) => Formatter::json(app, index, stream),
                 (LogFormat::Plain, Some(ts)) => Formatter::timestamped(ts),
                 (LogFormat::Plain, None) => Formatter::plain(),
             };
             let label = format!("{app}:{index}:{}", stream.as_str());
-            Pump {
-                formatter,
-                targets,
-                stats: stats.clone(),
-                label,
-            }
+            Pump { formatter, targets, stats: stats.clone(), label }
         };
         let (out, err) = (pump(Stream::Out, &p.out), pump(Stream::Err, &p.err));
         tokio::spawn(async move {
@@ -149,10 +136,7 @@ impl LogHub {
     }
 
     fn live_files(&self) -> Vec<Arc<LogFile>> {
-        lock(&self.inner.files)
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect()
+        lock(&self.inner.files).values().filter_map(Weak::upgrade).collect()
     }
 
     /// Reopens every open file by path (SIGUSR1, `procd reload-logs`), so
@@ -174,11 +158,8 @@ impl LogHub {
                 None => apps.values().flatten().cloned().collect(),
             }
         };
-        let live: HashMap<PathBuf, Arc<LogFile>> = self
-            .live_files()
-            .into_iter()
-            .map(|f| (f.path().to_owned(), f))
-            .collect();
+        let live: HashMap<PathBuf, Arc<LogFile>> =
+            self.live_files().into_iter().map(|f| (f.path().to_owned(), f)).collect();
         let mut done = Vec::new();
         for path in paths {
             match live.get(&path) {
@@ -197,10 +178,9 @@ impl LogHub {
     /// Loss accounting of one instance (zero if it never lost a line).
     pub fn stats(&self, app: &str, index: u32) -> LogStats {
         match lock(&self.inner.stats).get(&(app.to_owned(), index)) {
-            Some(s) => LogStats {
-                lines_lost: s.lines_lost.load(Ordering::Relaxed),
-                last_error: lock(&s.last_error).clone(),
-            },
+            Some(s) => {
+                LogStats { lines_lost: s.lines_lost.load(Ordering::Relaxed), last_error: lock(&s.last_error).clone() }
+            }
             None => LogStats::default(),
         }
     }

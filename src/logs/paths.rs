@@ -67,12 +67,7 @@ mod tests {
     use super::*;
 
     fn spec(merge: bool, out: Option<&str>, combined: Option<&str>) -> LogSpec {
-        LogSpec {
-            merge,
-            out: out.map(PathBuf::from),
-            combined: combined.map(PathBuf::from),
-            ..LogSpec::default()
-        }
+        LogSpec { merge, out: out.map(PathBuf::from), combined: combined.map(PathBuf::from), ..LogSpec::default() }
     }
 
     #[test]
@@ -80,28 +75,13 @@ mod tests {
         let d = Path::new("/logs");
         let p = |app, i, s: &LogSpec| resolve(d, app, i, s);
         let def = spec(false, None, None);
-        assert_eq!(
-            p("web", 0, &def).out.unwrap(),
-            Path::new("/logs/web-out.log")
-        );
-        assert_eq!(
-            p("web", 2, &def).err.unwrap(),
-            Path::new("/logs/web-err-2.log")
-        );
+        assert_eq!(p("web", 0, &def).out.unwrap(), Path::new("/logs/web-out.log"));
+        assert_eq!(p("web", 2, &def).err.unwrap(), Path::new("/logs/web-err-2.log"));
         assert_eq!(p("web", 0, &def).combined, None);
-        assert_eq!(
-            p("web", 3, &spec(true, None, None)).out.unwrap(),
-            Path::new("/logs/web-out.log")
-        );
+        assert_eq!(p("web", 3, &spec(true, None, None)).out.unwrap(), Path::new("/logs/web-out.log"));
         let exp = spec(false, Some("/var/log/web.out.log"), Some("all"));
-        assert_eq!(
-            p("web", 1, &exp).out.unwrap(),
-            Path::new("/var/log/web.out-1.log")
-        );
-        assert_eq!(
-            p("web", 1, &exp).combined.unwrap(),
-            Path::new("/logs/all-1")
-        );
+        assert_eq!(p("web", 1, &exp).out.unwrap(), Path::new("/var/log/web.out-1.log"));
+        assert_eq!(p("web", 1, &exp).combined.unwrap(), Path::new("/logs/all-1"));
         assert_eq!(p("web", 1, &spec(false, Some("/dev/null"), None)).out, None);
     }
 }

@@ -98,13 +98,7 @@ pub fn spawn_compress(path: PathBuf, source: File, generation: Generation, at: u
     }
 }
 
-fn compress(
-    path: &Path,
-    source: File,
-    generation: &Generation,
-    at: u64,
-    keep: u32,
-) -> io::Result<()> {
+fn compress(path: &Path, source: File, generation: &Generation, at: u64, keep: u32) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".gz-{at}.tmp"));
     let tmp = PathBuf::from(tmp);

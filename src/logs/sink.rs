@@ -30,10 +30,7 @@ pub struct StatsCell {
 impl StatsCell {
     fn record_loss(&self, lines: u64, error: String) {
         self.lines_lost.fetch_add(lines, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(error);
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 }
 

@@ -33,11 +33,7 @@ pub fn last_lines(files: &[(String, PathBuf)], n: usize) -> io::Result<Vec<(Stri
         let mut need = n;
         let mut generation = 0u32;
         while need > 0 {
-            let p = if generation == 0 {
-                path.clone()
-            } else {
-                rotated_path(path, generation)
-            };
+            let p = if generation == 0 { path.clone() } else { rotated_path(path, generation) };
             let lines = if p.exists() {
                 last_of_file(&p, need)?
             } else if gz_path(&p).exists() {
@@ -75,10 +71,7 @@ fn last_of(data: &[u8], n: usize, whole: bool) -> Vec<String> {
         lines.remove(0);
     }
     let skip = lines.len().saturating_sub(n);
-    lines[skip..]
-        .iter()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect()
+    lines[skip..].iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect()
 }
 
 /// Reads `path` backwards until `n` lines are in hand.
@@ -119,22 +112,12 @@ struct Followed {
 /// for an empty label) until `stop()` returns true, checked every [`POLL`].
 /// Starts at the current ends; a file that does not exist yet is read from
 /// its start once it appears. Follows rotations and truncations.
-pub fn follow(
-    files: &[(String, PathBuf)],
-    out: &mut dyn Write,
-    stop: &dyn Fn() -> bool,
-) -> io::Result<()> {
+pub fn follow(files: &[(String, PathBuf)], out: &mut dyn Write, stop: &dyn Fn() -> bool) -> io::Result<()> {
     let mut followed: Vec<Followed> = files
         .iter()
         .map(|(label, path)| {
-            let mut f = Followed {
-                label: label.clone(),
-                path: path.clone(),
-                file: None,
-                ino: 0,
-                pos: 0,
-                partial: Vec::new(),
-            };
+            let mut f =
+                Followed { label: label.clone(), path: path.clone(), file: None, ino: 0, pos: 0, partial: Vec::new() };
             if let Ok(file) = File::open(path)
                 && let Ok(meta) = file.metadata()
             {

@@ -37,14 +37,7 @@ pub(super) enum Step {
     Cloexec,
 }
 
-const STEPS: [Step; 6] = [
-    Step::Setsid,
-    Step::Setgroups,
-    Step::Setgid,
-    Step::Setuid,
-    Step::Chdir,
-    Step::Cloexec,
-];
+const STEPS: [Step; 6] = [Step::Setsid, Step::Setgroups, Step::Setgid, Step::Setuid, Step::Chdir, Step::Cloexec];
 
 /// Bits of the reported errno below the folded-in [`Step`].
 const STEP_SHIFT: u32 = 16;
@@ -92,8 +85,8 @@ pub(super) struct ChildSetup {
 impl ChildSetup {
     /// Prepares the setup; fails only if `cwd` contains a NUL byte.
     pub(super) fn new(cwd: &Path, creds: Option<&Credentials>) -> io::Result<ChildSetup> {
-        let cwd = CString::new(cwd.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let cwd =
+            CString::new(cwd.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let fd_limit = match getrlimit(Resource::RLIMIT_NOFILE) {
             Ok((soft, _)) => soft.min(1 << 20) as libc::c_int,
             Err(_) => 1024,
@@ -155,13 +148,7 @@ impl ChildSetup {
             // Close-on-exec rather than close: std's error pipe must survive
             // until exec. This reaches fds opened without O_CLOEXEC by anyone.
             let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_uint;
-            if libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                flags,
-            ) == -1
-            {
+            if libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, flags) == -1 {
                 for fd in 3..self.fd_limit {
                     libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }

@@ -55,16 +55,11 @@ pub fn resolve_credentials(
         (Some(group), _) => lookup_group(group)?,
         (None, Some((_, Some(entry)))) => entry.gid.as_raw(),
         (None, _) => {
-            return Err(ProcessError::UnknownUser {
-                user: user.unwrap_or_default().to_owned(),
-            });
+            return Err(ProcessError::UnknownUser { user: user.unwrap_or_default().to_owned() });
         }
     };
     let groups = if !groups.is_empty() {
-        groups
-            .iter()
-            .map(|g| lookup_group(g))
-            .collect::<Result<Vec<_>, _>>()?
+        groups.iter().map(|g| lookup_group(g)).collect::<Result<Vec<_>, _>>()?
     } else {
         match &account {
             Some((_, Some(entry))) => database_groups(entry, gid)?,
@@ -78,20 +73,15 @@ pub fn resolve_credentials(
 type Account = (u32, Option<User>);
 
 fn lookup_user(user: &str) -> Result<Account, ProcessError> {
-    let lookup_err = |e: nix::Error| ProcessError::Lookup {
-        what: "user",
-        name: user.to_owned(),
-        source: io::Error::from(e),
-    };
+    let lookup_err =
+        |e: nix::Error| ProcessError::Lookup { what: "user", name: user.to_owned(), source: io::Error::from(e) };
     if let Some(uid) = numeric(user) {
         let entry = User::from_uid(Uid::from_raw(uid)).map_err(lookup_err)?;
         return Ok((uid, entry));
     }
     match User::from_name(user).map_err(lookup_err)? {
         Some(entry) => Ok((entry.uid.as_raw(), Some(entry))),
-        None => Err(ProcessError::UnknownUser {
-            user: user.to_owned(),
-        }),
+        None => Err(ProcessError::UnknownUser { user: user.to_owned() }),
     }
 }
 
@@ -101,27 +91,18 @@ fn lookup_group(group: &str) -> Result<u32, ProcessError> {
     }
     match Group::from_name(group) {
         Ok(Some(entry)) => Ok(entry.gid.as_raw()),
-        Ok(None) => Err(ProcessError::UnknownGroup {
-            group: group.to_owned(),
-        }),
-        Err(e) => Err(ProcessError::Lookup {
-            what: "group",
-            name: group.to_owned(),
-            source: io::Error::from(e),
-        }),
+        Ok(None) => Err(ProcessError::UnknownGroup { group: group.to_owned() }),
+        Err(e) => Err(ProcessError::Lookup { what: "group", name: group.to_owned(), source: io::Error::from(e) }),
     }
 }
 
 /// The groups `initgroups(name, gid)` would set: every group listing the user,
 /// plus `gid` itself.
 fn database_groups(entry: &User, gid: u32) -> Result<Vec<u32>, ProcessError> {
-    let lookup_err = |source: io::Error| ProcessError::Lookup {
-        what: "supplementary groups of",
-        name: entry.name.clone(),
-        source,
-    };
-    let name = CString::new(entry.name.as_str())
-        .map_err(|e| lookup_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let lookup_err =
+        |source: io::Error| ProcessError::Lookup { what: "supplementary groups of", name: entry.name.clone(), source };
+    let name =
+        CString::new(entry.name.as_str()).map_err(|e| lookup_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let list = getgrouplist(&name, Gid::from_raw(gid)).map_err(|e| lookup_err(e.into()))?;
     Ok(list.into_iter().map(Gid::as_raw).collect())
 }
@@ -145,9 +126,7 @@ mod tests {
 
     #[test]
     fn root_by_name_and_by_number_agree() {
-        let by_name = resolve_credentials(Some("root"), None, &[])
-            .unwrap()
-            .unwrap();
+        let by_name = resolve_credentials(Some("root"), None, &[]).unwrap().unwrap();
         let by_uid = resolve_credentials(Some("0"), None, &[]).unwrap().unwrap();
         assert_eq!(by_name, by_uid);
         assert_eq!((by_name.uid, by_name.gid), (0, 0));
@@ -156,9 +135,7 @@ mod tests {
 
     #[test]
     fn explicit_groups_replace_the_database_ones() {
-        let c = resolve_credentials(Some("root"), Some("123"), &["7".into(), "root".into()])
-            .unwrap()
-            .unwrap();
+        let c = resolve_credentials(Some("root"), Some("123"), &["7".into(), "root".into()]).unwrap().unwrap();
         assert_eq!((c.gid, c.groups), (123, vec![7, 0]));
     }
 
@@ -166,9 +143,7 @@ mod tests {
     fn numeric_uid_without_entry_needs_a_group() {
         let err = resolve_credentials(Some("54321"), None, &[]).unwrap_err();
         assert!(err.to_string().contains("54321"), "{err}");
-        let c = resolve_credentials(Some("54321"), Some("54321"), &[])
-            .unwrap()
-            .unwrap();
+        let c = resolve_credentials(Some("54321"), Some("54321"), &[]).unwrap().unwrap();
         assert_eq!((c.uid, c.gid, c.groups), (54321, 54321, vec![]));
     }
 

@@ -80,9 +80,7 @@ impl Reaper {
     /// collected by the first [`reaped`](Reaper::reaped), which always drains
     /// once before waiting.
     pub fn new() -> io::Result<Reaper> {
-        Ok(Reaper {
-            sigchld: signal(SignalKind::child())?,
-        })
+        Ok(Reaper { sigchld: signal(SignalKind::child())? })
     }
 
     /// Waits until at least one child has exited and returns all that have,
@@ -168,14 +166,8 @@ mod tests {
         let sig = serde_json::to_string(&ExitStatus::Signal(9)).unwrap();
         assert_eq!(code, r#"{"code":1}"#);
         assert_eq!(sig, r#"{"signal":"SIGKILL"}"#);
-        assert_eq!(
-            serde_json::from_str::<ExitStatus>(&sig).unwrap(),
-            ExitStatus::Signal(9)
-        );
-        assert_eq!(
-            serde_json::from_str::<ExitStatus>(&code).unwrap(),
-            ExitStatus::Code(1)
-        );
+        assert_eq!(serde_json::from_str::<ExitStatus>(&sig).unwrap(), ExitStatus::Signal(9));
+        assert_eq!(serde_json::from_str::<ExitStatus>(&code).unwrap(), ExitStatus::Code(1));
         assert!(serde_json::from_str::<ExitStatus>(r#"{"signal":"SIGNOPE"}"#).is_err());
     }
 

@@ -42,11 +42,7 @@ const NAMES: &[(&str, i32)] = &[
 ];
 
 /// Other spellings accepted by [`parse_signal`], never produced by [`signal_name`].
-const ALIASES: &[(&str, i32)] = &[
-    ("SIGIOT", libc::SIGABRT),
-    ("SIGPOLL", libc::SIGIO),
-    ("SIGCLD", libc::SIGCHLD),
-];
+const ALIASES: &[(&str, i32)] = &[("SIGIOT", libc::SIGABRT), ("SIGPOLL", libc::SIGIO), ("SIGCLD", libc::SIGCHLD)];
 
 /// Sends `signal` to every process of the group `pgid` (`kill(-pgid, sig)`).
 ///
@@ -56,10 +52,7 @@ const ALIASES: &[(&str, i32)] = &[
 /// process on the machine.
 pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
     if pgid <= 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("refusing to signal process group {pgid}"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("refusing to signal process group {pgid}")));
     }
     // SAFETY: kill takes plain integers and touches no memory of ours.
     if unsafe { libc::kill(-pgid, signal) } == 0 {
@@ -99,11 +92,7 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {
         return valid(n);
     }
-    if let Some(&(_, n)) = NAMES
-        .iter()
-        .chain(ALIASES)
-        .find(|(full, _)| &full[3..] == name)
-    {
+    if let Some(&(_, n)) = NAMES.iter().chain(ALIASES).find(|(full, _)| &full[3..] == name) {
         return Some(n);
     }
     let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
@@ -179,18 +168,7 @@ mod tests {
 
     #[test]
     fn nonsense_rejected() {
-        for s in [
-            "",
-            "0",
-            "-9",
-            "SIG",
-            "SIGFOO",
-            "65",
-            "1000",
-            "SIGRTMIN+99",
-            "SIGRTMIN-1",
-            "KILL9",
-        ] {
+        for s in ["", "0", "-9", "SIG", "SIGFOO", "65", "1000", "SIGRTMIN+99", "SIGRTMIN-1", "KILL9"] {
             assert_eq!(parse_signal(s), None, "{s:?}");
         }
     }

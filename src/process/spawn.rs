@@ -63,17 +63,12 @@ pub struct Launched {
 pub fn launch(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
     let program = spec.argv.first().ok_or(ProcessError::EmptyArgv)?;
     let executable = find_program(program, spec.env, spec.cwd)?;
-    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials)).map_err(|source| {
-        ProcessError::Chdir {
-            program: program.clone(),
-            cwd: spec.cwd.to_owned(),
-            source,
-        }
-    })?;
-    let pipe_err = |source| ProcessError::Pipe {
+    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials)).map_err(|source| ProcessError::Chdir {
         program: program.clone(),
+        cwd: spec.cwd.to_owned(),
         source,
-    };
+    })?;
+    let pipe_err = |source| ProcessError::Pipe { program: program.clone(), source };
     let (stdout, stdout_w) = output_pipe().map_err(pipe_err)?;
     let (stderr, stderr_w) = output_pipe().map_err(pipe_err)?;
 
@@ -94,11 +89,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
     let child = command.spawn().map_err(|e| spawn_error(e, program, spec))?;
     // Closes our copies of the write ends, so EOF can reach the reader.
     drop(command);
-    Ok(Launched {
-        pid: child.id() as i32,
-        stdout,
-        stderr,
-    })
+    Ok(Launched { pid: child.id() as i32, stdout, stderr })
 }
 
 /// The credentials to actually switch to. An unprivileged daemon asked for
@@ -107,11 +98,7 @@ fn switch_to(credentials: Option<&Credentials>) -> Option<&Credentials> {
     let c = credentials?;
     let euid = Uid::effective();
     let own = c.uid == euid.as_raw() && c.gid == Gid::effective().as_raw();
-    if own && !euid.is_root() {
-        None
-    } else {
-        Some(c)
-    }
+    if own && !euid.is_root() { None } else { Some(c) }
 }
 
 /// One output pipe: `(read end for the daemon, write end for the child)`.
@@ -127,19 +114,11 @@ fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Resolves `argv[0]` the way `execvp` would, but in the app's `PATH`.
-fn find_program(
-    program: &str,
-    env: &[(String, String)],
-    cwd: &Path,
-) -> Result<PathBuf, ProcessError> {
+fn find_program(program: &str, env: &[(String, String)], cwd: &Path) -> Result<PathBuf, ProcessError> {
     if program.contains('/') {
         return Ok(PathBuf::from(program));
     }
-    let path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let mut not_executable = None;
     if !program.is_empty() {
         for dir in path.split(':') {
@@ -157,41 +136,22 @@ fn find_program(
         }
     }
     // exec reports the EACCES of a file that is there but not executable.
-    not_executable.ok_or_else(|| ProcessError::NotFound {
-        program: program.to_owned(),
-        path: path.to_owned(),
-    })
+    not_executable.ok_or_else(|| ProcessError::NotFound { program: program.to_owned(), path: path.to_owned() })
 }
 
 /// Turns `spawn`'s error into one naming the program and the failed step.
 fn spawn_error(err: std::io::Error, program: &str, spec: &LaunchSpec) -> ProcessError {
     let program = program.to_owned();
     let Some((step, source)) = split(&err) else {
-        return ProcessError::Exec {
-            program,
-            source: err,
-        };
+        return ProcessError::Exec { program, source: err };
     };
     let denied = source.raw_os_error() == Some(libc::EPERM);
     match (step, spec.credentials) {
         (Step::Setgroups | Step::Setgid | Step::Setuid, Some(c)) if denied => {
-            ProcessError::NotPrivileged {
-                program,
-                uid: c.uid,
-                gid: c.gid,
-                daemon_uid: Uid::effective().as_raw(),
-            }
+            ProcessError::NotPrivileged { program, uid: c.uid, gid: c.gid, daemon_uid: Uid::effective().as_raw() }
         }
-        (Step::Chdir, _) => ProcessError::Chdir {
-            program,
-            cwd: spec.cwd.to_owned(),
-            source,
-        },
-        (step, _) => ProcessError::ChildSetup {
-            program,
-            step: step.name(),
-            source,
-        },
+        (Step::Chdir, _) => ProcessError::Chdir { program, cwd: spec.cwd.to_owned(), source },
+        (step, _) => ProcessError::ChildSetup { program, step: step.name(), source },
     }
 }
 
@@ -210,15 +170,9 @@ mod tests {
         std::fs::write(&exe, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = format!("/nonexistent:{}", dir.path().display());
-        assert_eq!(
-            find_program("myapp", &env(&path), Path::new("/")).unwrap(),
-            exe
-        );
+        assert_eq!(find_program("myapp", &env(&path), Path::new("/")).unwrap(), exe);
         // A relative PATH entry is relative to the app's cwd.
-        assert_eq!(
-            find_program("myapp", &env("."), dir.path()).unwrap(),
-            dir.path().join("./myapp")
-        );
+        assert_eq!(find_program("myapp", &env("."), dir.path()).unwrap(), dir.path().join("./myapp"));
         let err = find_program("myapp", &env("/usr/bin"), Path::new("/")).unwrap_err();
         assert!(matches!(err, ProcessError::NotFound { .. }), "{err}");
         assert!(err.to_string().contains("myapp") && err.to_string().contains("/usr/bin"));
@@ -228,10 +182,7 @@ mod tests {
     fn slash_means_no_search_and_no_path_means_default() {
         let found = find_program("./run", &[], Path::new("/")).unwrap();
         assert_eq!(found, Path::new("./run"));
-        assert_eq!(
-            find_program("sh", &[], Path::new("/")).unwrap(),
-            Path::new("/bin/sh")
-        );
+        assert_eq!(find_program("sh", &[], Path::new("/")).unwrap(), Path::new("/bin/sh"));
     }
 
     #[test]
@@ -239,34 +190,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("data"), "").unwrap();
         let path = dir.path().display().to_string();
-        assert_eq!(
-            find_program("data", &env(&path), Path::new("/")).unwrap(),
-            dir.path().join("data")
-        );
+        assert_eq!(find_program("data", &env(&path), Path::new("/")).unwrap(), dir.path().join("data"));
     }
 
     #[test]
     fn denied_credential_change_reads_as_missing_privilege() {
-        let creds = Credentials {
-            uid: 65534,
-            gid: 65534,
-            groups: vec![],
-        };
+        let creds = Credentials { uid: 65534, gid: 65534, groups: vec![] };
         let argv = vec!["app".to_owned()];
-        let spec = LaunchSpec {
-            argv: &argv,
-            cwd: Path::new("/srv/app"),
-            env: &[],
-            credentials: Some(&creds),
-        };
-        let folded = |step: Step, errno: i32| {
-            std::io::Error::from_raw_os_error(((step as i32) << 16) | errno)
-        };
+        let spec = LaunchSpec { argv: &argv, cwd: Path::new("/srv/app"), env: &[], credentials: Some(&creds) };
+        let folded = |step: Step, errno: i32| std::io::Error::from_raw_os_error(((step as i32) << 16) | errno);
         let err = spawn_error(folded(Step::Setgroups, libc::EPERM), "app", &spec);
-        assert!(
-            matches!(err, ProcessError::NotPrivileged { uid: 65534, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ProcessError::NotPrivileged { uid: 65534, .. }), "{err}");
         assert!(err.to_string().contains("may not switch users"), "{err}");
         let err = spawn_error(folded(Step::Chdir, libc::EACCES), "app", &spec);
         assert!(err.to_string().contains("/srv/app"), "{err}");
@@ -276,12 +210,7 @@ mod tests {
 
     #[test]
     fn empty_argv_is_an_error() {
-        let spec = LaunchSpec {
-            argv: &[],
-            cwd: Path::new("/"),
-            env: &[],
-            credentials: None,
-        };
+        let spec = LaunchSpec { argv: &[], cwd: Path::new("/"), env: &[], credentials: None };
         assert!(matches!(launch(&spec), Err(ProcessError::EmptyArgv)));
     }
 }

@@ -97,11 +97,9 @@ pub fn decode_document(file: &Path, text: &str) -> (Vec<AppDecl>, Vec<SpecError>
     for node in document.nodes() {
         if node.name().value() != "app" {
             let key = node.name().value();
-            let hint = did_you_mean(key, &["app"])
-                .map_or(String::new(), |_| "; did you mean `app`?".into());
-            let message = format!(
-                "unknown top-level key `{key}`; a spec file holds only `app \"NAME\" {{ ... }}` nodes{hint}"
-            );
+            let hint = did_you_mean(key, &["app"]).map_or(String::new(), |_| "; did you mean `app`?".into());
+            let message =
+                format!("unknown top-level key `{key}`; a spec file holds only `app \"NAME\" {{ ... }}` nodes{hint}");
             d.at(node.span(), message);
             continue;
         }
@@ -117,18 +115,14 @@ pub fn decode_document(file: &Path, text: &str) -> (Vec<AppDecl>, Vec<SpecError>
 /// Checks an app name: `[A-Za-z0-9_.-]+`, not starting with `-` or `.`
 /// (they would read as flags or hidden files), and not a reserved word.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if name.is_empty() || !valid_chars || name.starts_with(['-', '.']) {
         return Err(format!(
             "invalid app name {name:?}; use letters, digits, `_`, `.` and `-`, not starting with `-` or `.`"
         ));
     }
     if RESERVED_NAMES.contains(&name) {
-        return Err(format!(
-            "app name {name:?} is reserved (it means every app on the command line)"
-        ));
+        return Err(format!("app name {name:?} is reserved (it means every app on the command line)"));
     }
     Ok(())
 }
@@ -155,21 +149,14 @@ struct Partial {
     logs: Option<LogSpec>,
 }
 
-fn decode_app(
-    d: &mut Diagnostics,
-    node: &KdlNode,
-    names: &mut HashMap<String, Pos>,
-) -> Option<AppDecl> {
+fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, Pos>) -> Option<AppDecl> {
     let pos = d.pos(node.span());
     let shape = d.shape(node, &[]);
     d.at_most_args(node, &shape.args, 1);
     let name = match shape.args.first() {
         Some(entry) => d.string(entry, "app name"),
         None => {
-            d.at(
-                node.span(),
-                "missing app name; expected `app \"NAME\" { ... }`",
-            );
+            d.at(node.span(), "missing app name; expected `app \"NAME\" { ... }`");
             None
         }
     };
@@ -182,25 +169,14 @@ fn decode_app(
     });
     if let Some(name) = &name {
         if let Some(first) = names.get(name) {
-            d.at(
-                node.span(),
-                format!(
-                    "app `{name}` is declared twice in this file; first at line {}",
-                    first.line
-                ),
-            );
+            d.at(node.span(), format!("app `{name}` is declared twice in this file; first at line {}", first.line));
         } else {
             names.insert(name.clone(), pos);
         }
     }
     let display = name.clone().unwrap_or_else(|| "?".into());
     let Some(children) = node.children() else {
-        d.at(
-            node.span(),
-            format!(
-                "app `{display}` has no block; expected `app \"{display}\" {{ run \"PROGRAM\" }}`"
-            ),
-        );
+        d.at(node.span(), format!("app `{display}` has no block; expected `app \"{display}\" {{ run \"PROGRAM\" }}`"));
         return None;
     };
     let context = format!("app `{display}`");
@@ -209,16 +185,10 @@ fn decode_app(
     for child in children.nodes() {
         let key = child.name().value();
         if NOT_YET_SUPPORTED.contains(&key) {
-            d.at(
-                child.span(),
-                format!("`{key}` is not supported by this version of procd yet"),
-            );
+            d.at(child.span(), format!("`{key}` is not supported by this version of procd yet"));
             continue;
         }
-        if APP_KEYS.contains(&key)
-            && !REPEATABLE.contains(&key)
-            && !d.first_time(&mut seen, child, &context)
-        {
+        if APP_KEYS.contains(&key) && !REPEATABLE.contains(&key) && !d.first_time(&mut seen, child, &context) {
             continue;
         }
         let here = d.pos(child.span());
@@ -243,22 +213,12 @@ fn decode_app(
     }
     let command = match (p.run, p.run_pos, p.script, p.script_pos) {
         (_, Some(run), _, Some(script)) => {
-            let later = if (run.line, run.column) > (script.line, script.column) {
-                run
-            } else {
-                script
-            };
-            d.at_pos(
-                later,
-                format!("{context} has both `run` and `script`; use one of them"),
-            );
+            let later = if (run.line, run.column) > (script.line, script.column) { run } else { script };
+            d.at_pos(later, format!("{context} has both `run` and `script`; use one of them"));
             None
         }
         (None, None, None, None) => {
-            d.at(
-                node.span(),
-                format!("{context} needs `run \"PROGRAM\" \"ARG\"...` or `script \"PATH\"`"),
-            );
+            d.at(node.span(), format!("{context} needs `run \"PROGRAM\" \"ARG\"...` or `script \"PATH\"`"));
             None
         }
         (Some(argv), ..) => Some(CommandDecl::Run(argv)),
@@ -272,10 +232,7 @@ fn decode_app(
             d.at_pos(interpreter.pos, message);
         }
         if let Some((_, args_pos)) = &p.args {
-            d.at_pos(
-                *args_pos,
-                "`args` applies to `script` only; with `run`, put the arguments in `run`",
-            );
+            d.at_pos(*args_pos, "`args` applies to `script` only; with `run`, put the arguments in `run`");
         }
     }
     Some(AppDecl {
@@ -304,10 +261,7 @@ fn decode_instances(d: &mut Diagnostics, node: &KdlNode) -> Option<Instances> {
     let entry = args[0];
     let expected = "a count N >= 1, \"max\" (one per CPU) or -N (CPUs minus N)";
     match entry.value() {
-        KdlValue::Integer(0) => d.at(
-            entry.span(),
-            format!("`instances` cannot be 0; expected {expected}"),
-        ),
+        KdlValue::Integer(0) => d.at(entry.span(), format!("`instances` cannot be 0; expected {expected}")),
         KdlValue::Integer(n) if *n > 0 => match u32::try_from(*n) {
             Ok(n) => return Some(Instances::Count(n)),
             Err(_) => d.at(entry.span(), format!("`instances` {n} is too large")),
@@ -334,10 +288,7 @@ fn decode_env(d: &mut Diagnostics, node: &KdlNode, context: &str, p: &mut Partia
         None => None,
     };
     let Some(children) = node.children() else {
-        d.at(
-            node.span(),
-            "`env` expects a block: `env { KEY \"value\"; }`",
-        );
+        d.at(node.span(), "`env` expects a block: `env { KEY \"value\"; }`");
         return;
     };
     let mut vars = BTreeMap::new();
@@ -345,10 +296,7 @@ fn decode_env(d: &mut Diagnostics, node: &KdlNode, context: &str, p: &mut Partia
     for var in children.nodes() {
         let key = var.name().value();
         if key.is_empty() || key.contains(['=', '\0']) {
-            d.at(
-                var.span(),
-                format!("invalid environment variable name {key:?}"),
-            );
+            d.at(var.span(), format!("invalid environment variable name {key:?}"));
             continue;
         }
         if !d.first_time(&mut seen, var, "`env`") {
@@ -368,25 +316,16 @@ fn decode_env(d: &mut Diagnostics, node: &KdlNode, context: &str, p: &mut Partia
             }
         };
         if text.contains('\0') {
-            d.at(
-                args[0].span(),
-                format!("`env` value of `{key}` contains a NUL character"),
-            );
+            d.at(args[0].span(), format!("`env` value of `{key}` contains a NUL character"));
             continue;
         }
         vars.insert(key.to_string(), text);
     }
     match profile {
-        None if p.env.is_some() => d.at(
-            node.span(),
-            format!("the `env` block is given twice in {context}"),
-        ),
+        None if p.env.is_some() => d.at(node.span(), format!("the `env` block is given twice in {context}")),
         None => p.env = Some(vars),
         Some(name) if p.env_profiles.contains_key(&name) => {
-            d.at(
-                node.span(),
-                format!("env profile `{name}` is given twice in {context}"),
-            );
+            d.at(node.span(), format!("env profile `{name}` is given twice in {context}"));
         }
         Some(name) => {
             p.env_profiles.insert(name, vars);
@@ -414,11 +353,7 @@ mod tests {
 
     /// (line, column, message) of every error.
     fn errors(text: &str) -> Vec<(usize, usize, String)> {
-        decode(text)
-            .1
-            .into_iter()
-            .map(|e| (e.line, e.column, e.message))
-            .collect()
+        decode(text).1.into_iter().map(|e| (e.line, e.column, e.message)).collect()
     }
 
     /// The contract example of FEATURES.md §1 without the keys this version
@@ -457,12 +392,7 @@ app "web" {
         assert_eq!(app.pos, Pos { line: 2, column: 1 });
         assert_eq!(
             app.command,
-            CommandDecl::Run(vec![
-                "node".into(),
-                "server.js".into(),
-                "--port".into(),
-                "8080".into()
-            ])
+            CommandDecl::Run(vec!["node".into(), "server.js".into(), "--port".into(), "8080".into()])
         );
         assert_eq!(app.cwd.as_deref(), Some("/srv/web"));
         assert_eq!(app.user.as_deref(), Some("www-data"));
@@ -477,14 +407,7 @@ app "web" {
         assert_eq!(app.stop, StopSpec::default());
         assert_eq!(app.logs.format, LogFormat::Json);
         assert!(app.logs.merge);
-        assert_eq!(
-            app.logs.rotate,
-            Some(RotateSpec {
-                size: 10 << 20,
-                keep: 5,
-                compress: false
-            })
-        );
+        assert_eq!(app.logs.rotate, Some(RotateSpec { size: 10 << 20, keep: 5, compress: false }));
     }
 
     #[test]
@@ -495,67 +418,29 @@ app "web" {
 
     #[test]
     fn defaults_and_small_forms() {
-        let app =
-            one_app("app \"w\" {\n script \"w.py\"\n args \"-v\" \"x\"\n restart \"never\"\n}");
-        assert_eq!(
-            app.command,
-            CommandDecl::Script(Located {
-                value: "w.py".into(),
-                pos: Pos { line: 2, column: 2 }
-            })
-        );
+        let app = one_app("app \"w\" {\n script \"w.py\"\n args \"-v\" \"x\"\n restart \"never\"\n}");
+        assert_eq!(app.command, CommandDecl::Script(Located { value: "w.py".into(), pos: Pos { line: 2, column: 2 } }));
         assert_eq!(app.args, ["-v", "x"]);
         assert_eq!(app.instances, Instances::Count(1));
         assert_eq!(app.restart.policy, RestartPolicy::Never);
-        assert_eq!(
-            one_app("app \"w\" { run \"x\"; restart; }").restart,
-            RestartSpec::default()
-        );
-        assert_eq!(
-            one_app("app \"w\" { run \"x\"; instances \"max\"; }").instances,
-            Instances::Max
-        );
-        assert_eq!(
-            one_app("app \"w\" { run \"x\"; instances -1; }").instances,
-            Instances::CpusMinus(1)
-        );
+        assert_eq!(one_app("app \"w\" { run \"x\"; restart; }").restart, RestartSpec::default());
+        assert_eq!(one_app("app \"w\" { run \"x\"; instances \"max\"; }").instances, Instances::Max);
+        assert_eq!(one_app("app \"w\" { run \"x\"; instances -1; }").instances, Instances::CpusMinus(1));
         let app = one_app("app \"w\" { run \"x\"; env { A 1; B 2.5; C #false; D \"d\"; }; }");
         let env: Vec<_> = app.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(env, ["A=1", "B=2.5", "C=false", "D=d"]);
         let app = one_app("app \"w\" { run \"x\"; stop signal=15 timeout=\"2s\"; }");
-        assert_eq!(
-            app.stop,
-            StopSpec {
-                signal: 15,
-                timeout: Duration::from_secs(2)
-            }
-        );
-        assert_eq!(
-            one_app("app \"w\" { run \"x\"; stop signal=\"term\"; }")
-                .stop
-                .signal,
-            15
-        );
-        let app =
-            one_app("app \"w\" { run \"x\"; logs { rotate size=1024 keep=2 compress=#true; }; }");
-        assert_eq!(
-            app.logs.rotate,
-            Some(RotateSpec {
-                size: 1024,
-                keep: 2,
-                compress: true
-            })
-        );
+        assert_eq!(app.stop, StopSpec { signal: 15, timeout: Duration::from_secs(2) });
+        assert_eq!(one_app("app \"w\" { run \"x\"; stop signal=\"term\"; }").stop.signal, 15);
+        let app = one_app("app \"w\" { run \"x\"; logs { rotate size=1024 keep=2 compress=#true; }; }");
+        assert_eq!(app.logs.rotate, Some(RotateSpec { size: 1024, keep: 2, compress: true }));
     }
 
     #[test]
     fn several_apps_and_names() {
         let (apps, errors) = decode("app \"a\" { run \"x\"; }\napp \"b.c-d_1\" { run \"y\"; }\n");
         assert!(errors.is_empty());
-        assert_eq!(
-            apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b.c-d_1"]
-        );
+        assert_eq!(apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["a", "b.c-d_1"]);
         for bad in ["-a", ".a", "a b", "", "all", "é"] {
             assert!(validate_app_name(bad).is_err(), "{bad:?}");
         }
@@ -571,56 +456,21 @@ app "web" {
                 3,
                 "unknown key `instanse` in app `web`; expected one of `run`",
             ),
-            (
-                "app \"web\" {\n  run \"x\"\n  instanse 2\n}",
-                3,
-                3,
-                "did you mean `instances`?",
-            ),
+            ("app \"web\" {\n  run \"x\"\n  instanse 2\n}", 3, 3, "did you mean `instances`?"),
             (
                 "app \"w\" {\n  run \"x\"\n  listen \"tcp://:80\"\n}",
                 3,
                 3,
                 "`listen` is not supported by this version of procd yet",
             ),
-            (
-                "app \"w\" { run \"x\"; watch \"src\" { debounce \"1s\"; }; }",
-                1,
-                20,
-                "`watch` is not supported",
-            ),
-            (
-                "app \"w\" { run \"x\"; max-memory \"300M\"; }",
-                1,
-                20,
-                "`max-memory` is not supported",
-            ),
-            (
-                "app \"w\" { run \"x\"; ready \"notify\"; }",
-                1,
-                20,
-                "`ready` is not supported",
-            ),
-            (
-                "service \"w\" { run \"x\"; }",
-                1,
-                1,
-                "unknown top-level key `service`",
-            ),
+            ("app \"w\" { run \"x\"; watch \"src\" { debounce \"1s\"; }; }", 1, 20, "`watch` is not supported"),
+            ("app \"w\" { run \"x\"; max-memory \"300M\"; }", 1, 20, "`max-memory` is not supported"),
+            ("app \"w\" { run \"x\"; ready \"notify\"; }", 1, 20, "`ready` is not supported"),
+            ("service \"w\" { run \"x\"; }", 1, 1, "unknown top-level key `service`"),
             ("ap \"w\" { run \"x\"; }", 1, 1, "did you mean `app`?"),
             ("app { run \"x\"; }", 1, 1, "missing app name"),
-            (
-                "app \"w\" \"v\" { run \"x\"; }",
-                1,
-                9,
-                "unexpected extra argument to `app`",
-            ),
-            (
-                "app 5 { run \"x\"; }",
-                1,
-                5,
-                "app name: expected a string, found integer 5",
-            ),
+            ("app \"w\" \"v\" { run \"x\"; }", 1, 9, "unexpected extra argument to `app`"),
+            ("app 5 { run \"x\"; }", 1, 5, "app name: expected a string, found integer 5"),
             ("app \"-w\" { run \"x\"; }", 1, 1, "invalid app name"),
             ("app \"all\" { run \"x\"; }", 1, 1, "reserved"),
             ("app \"w\"", 1, 1, "app `w` has no block"),
@@ -630,156 +480,56 @@ app "web" {
                 1,
                 "app `w` is declared twice in this file; first at line 1",
             ),
-            (
-                "app \"w\" { cwd \"/\"; }",
-                1,
-                1,
-                "needs `run \"PROGRAM\" \"ARG\"...` or `script \"PATH\"`",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n script \"y\"\n}",
-                3,
-                2,
-                "has both `run` and `script`",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n interpreter \"ruby\"\n}",
-                3,
-                2,
-                "`interpreter` applies to `script` only",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n args \"a\"\n}",
-                3,
-                2,
-                "`args` applies to `script` only",
-            ),
-            (
-                "app \"w\" { run; }",
-                1,
-                11,
-                "`run` expects 1 argument, found 0",
-            ),
-            (
-                "app \"w\" { run \"x\" 5; }",
-                1,
-                19,
-                "`run`: expected a string, found integer 5",
-            ),
-            (
-                "app \"w\" { run \"x\" k=\"v\"; }",
-                1,
-                19,
-                "`run` takes no properties, found `k=`",
-            ),
-            (
-                "app \"w\" { run \"x\" { a; }; }",
-                1,
-                11,
-                "`run` takes no `{ ... }` block",
-            ),
-            (
-                "app \"w\" { run \"x\"; cwd \"a\" \"b\"; }",
-                1,
-                28,
-                "unexpected extra argument to `cwd`",
-            ),
+            ("app \"w\" { cwd \"/\"; }", 1, 1, "needs `run \"PROGRAM\" \"ARG\"...` or `script \"PATH\"`"),
+            ("app \"w\" {\n run \"x\"\n script \"y\"\n}", 3, 2, "has both `run` and `script`"),
+            ("app \"w\" {\n run \"x\"\n interpreter \"ruby\"\n}", 3, 2, "`interpreter` applies to `script` only"),
+            ("app \"w\" {\n run \"x\"\n args \"a\"\n}", 3, 2, "`args` applies to `script` only"),
+            ("app \"w\" { run; }", 1, 11, "`run` expects 1 argument, found 0"),
+            ("app \"w\" { run \"x\" 5; }", 1, 19, "`run`: expected a string, found integer 5"),
+            ("app \"w\" { run \"x\" k=\"v\"; }", 1, 19, "`run` takes no properties, found `k=`"),
+            ("app \"w\" { run \"x\" { a; }; }", 1, 11, "`run` takes no `{ ... }` block"),
+            ("app \"w\" { run \"x\"; cwd \"a\" \"b\"; }", 1, 28, "unexpected extra argument to `cwd`"),
             (
                 "app \"w\" { run \"x\"; cwd \"a\"; cwd \"b\"; }",
                 1,
                 29,
                 "`cwd` is given twice in app `w`; first at line 1",
             ),
-            (
-                "app \"w\" { run \"x\"; user 0; }",
-                1,
-                25,
-                "`user`: expected a string, found integer 0",
-            ),
-            (
-                "app \"w\" { run \"x\"; instances 0; }",
-                1,
-                30,
-                "`instances` cannot be 0",
-            ),
-            (
-                "app \"w\" { run \"x\"; instances \"many\"; }",
-                1,
-                30,
-                "expected a count N >= 1, \"max\"",
-            ),
-            (
-                "app \"w\" { run \"x\"; instances 1.5; }",
-                1,
-                30,
-                "found number 1.5",
-            ),
+            ("app \"w\" { run \"x\"; user 0; }", 1, 25, "`user`: expected a string, found integer 0"),
+            ("app \"w\" { run \"x\"; instances 0; }", 1, 30, "`instances` cannot be 0"),
+            ("app \"w\" { run \"x\"; instances \"many\"; }", 1, 30, "expected a count N >= 1, \"max\""),
+            ("app \"w\" { run \"x\"; instances 1.5; }", 1, 30, "found number 1.5"),
             (
                 "app \"w\" {\n run \"x\"\n env { PORT #null; }\n}",
                 3,
                 13,
                 "`env` value of `PORT`: expected a string, found #null",
             ),
-            (
-                "app \"w\" {\n run \"x\"\n env { A \"1\"; A \"2\"; }\n}",
-                3,
-                15,
-                "`A` is given twice in `env`",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n env\n}",
-                3,
-                2,
-                "`env` expects a block",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n env {}\n env {}\n}",
-                4,
-                2,
-                "the `env` block is given twice",
-            ),
-            (
-                "app \"w\" {\n run \"x\"\n env \"s\" {}\n env \"s\" {}\n}",
-                4,
-                2,
-                "env profile `s` is given twice",
-            ),
+            ("app \"w\" {\n run \"x\"\n env { A \"1\"; A \"2\"; }\n}", 3, 15, "`A` is given twice in `env`"),
+            ("app \"w\" {\n run \"x\"\n env\n}", 3, 2, "`env` expects a block"),
+            ("app \"w\" {\n run \"x\"\n env {}\n env {}\n}", 4, 2, "the `env` block is given twice"),
+            ("app \"w\" {\n run \"x\"\n env \"s\" {}\n env \"s\" {}\n}", 4, 2, "env profile `s` is given twice"),
             (
                 "app \"w\" { run \"x\"; stop sigal=\"INT\"; }",
                 1,
                 25,
                 "unknown property `sigal` of `stop`; expected one of `signal`, `timeout`; did you mean `signal`?",
             ),
-            (
-                "app \"w\" { run \"x\"; stop \"INT\"; }",
-                1,
-                25,
-                "`stop` takes only properties",
-            ),
+            ("app \"w\" { run \"x\"; stop \"INT\"; }", 1, 25, "`stop` takes only properties"),
             (
                 "app \"w\" { run \"x\"; stop signal=\"SIGFOO\"; }",
                 1,
                 25,
                 "`signal` of `stop`: unknown signal \"SIGFOO\"",
             ),
-            (
-                "app \"w\" { run \"x\"; stop signal=99; }",
-                1,
-                25,
-                "out of range",
-            ),
+            ("app \"w\" { run \"x\"; stop signal=99; }", 1, 25, "out of range"),
             (
                 "app \"w\" { run \"x\"; stop timeout=1600; }",
                 1,
                 25,
                 "`timeout` of `stop`: expected a duration string like \"1600ms\", found integer 1600",
             ),
-            (
-                "app \"w\" { run \"x\"; stop timeout=\"soon\"; }",
-                1,
-                25,
-                "expected a duration string like \"1600ms\"",
-            ),
+            ("app \"w\" { run \"x\"; stop timeout=\"soon\"; }", 1, 25, "expected a duration string like \"1600ms\""),
             (
                 "app \"w\" { run \"x\"; stop signal=\"INT\" signal=\"TERM\"; }",
                 1,
@@ -798,12 +548,7 @@ app "web" {
                 3,
                 "unknown key `dealy` in `restart`; expected one of `delay`, `backoff`, `max-restarts`; did you mean `delay`?",
             ),
-            (
-                "app \"w\" { run \"x\"; restart { delay 5; }; }",
-                1,
-                36,
-                "`delay`: expected a duration string",
-            ),
+            ("app \"w\" { run \"x\"; restart { delay 5; }; }", 1, 36, "`delay`: expected a duration string"),
             (
                 "app \"w\" { run \"x\"; restart { backoff factor=0.5; }; }",
                 1,
@@ -846,53 +591,23 @@ app "web" {
                 33,
                 "`merge`: expected #true or #false, found string \"yes\"",
             ),
-            (
-                "app \"w\" { run \"x\"; logs { rotate keep=5; }; }",
-                1,
-                27,
-                "`rotate` needs `size=`",
-            ),
+            ("app \"w\" { run \"x\"; logs { rotate keep=5; }; }", 1, 27, "`rotate` needs `size=`"),
             (
                 "app \"w\" { run \"x\"; logs { rotate size=\"10X\"; }; }",
                 1,
                 34,
                 "`size` of `rotate`: expected a size like \"10M\"",
             ),
-            (
-                "app \"w\" { run \"x\"; logs { rotate size=-1; }; }",
-                1,
-                34,
-                "expected a size",
-            ),
-            (
-                "app \"w\" { run \"x\"; logs { outt \"a\"; }; }",
-                1,
-                27,
-                "did you mean `out`?",
-            ),
-            (
-                "app \"w\" { run \"x\"; logs; }",
-                1,
-                20,
-                "`logs` expects a block",
-            ),
-            (
-                "app \"w\" {\n  run \"x\n}\n",
-                2,
-                7,
-                "invalid KDL: Unexpected newline in single-line quoted string",
-            ),
+            ("app \"w\" { run \"x\"; logs { rotate size=-1; }; }", 1, 34, "expected a size"),
+            ("app \"w\" { run \"x\"; logs { outt \"a\"; }; }", 1, 27, "did you mean `out`?"),
+            ("app \"w\" { run \"x\"; logs; }", 1, 20, "`logs` expects a block"),
+            ("app \"w\" {\n  run \"x\n}\n", 2, 7, "invalid KDL: Unexpected newline in single-line quoted string"),
         ];
         let mut failures = Vec::new();
         for (text, line, column, message) in table {
             let found = errors(text);
-            if !found
-                .iter()
-                .any(|(l, c, m)| (l, c) == (line, column) && m.contains(message))
-            {
-                failures.push(format!(
-                    "for {text:?} expected {line}:{column}: {message}\nfound {found:?}"
-                ));
+            if !found.iter().any(|(l, c, m)| (l, c) == (line, column) && m.contains(message)) {
+                failures.push(format!("for {text:?} expected {line}:{column}: {message}\nfound {found:?}"));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -902,16 +617,10 @@ app "web" {
     fn all_errors_of_a_file_are_collected_and_bad_apps_dropped() {
         let text = "app \"a\" { run \"x\"; instanse 2; }\napp \"b\" { run \"y\"; }\napp \"c\" { stop timeout=1; }\n";
         let (apps, errors) = decode(text);
-        assert_eq!(
-            apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-            ["b"]
-        );
+        assert_eq!(apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["b"]);
         // The typo, then for `c` the bad timeout and the missing command.
         assert_eq!(errors.len(), 3, "{errors:#?}");
-        assert_eq!(
-            errors[0].to_string(),
-            format!("/etc/procd/conf.d/t.kdl:1:20: {}", errors[0].message)
-        );
+        assert_eq!(errors[0].to_string(), format!("/etc/procd/conf.d/t.kdl:1:20: {}", errors[0].message));
     }
 
     #[test]

@@ -14,15 +14,7 @@ use super::kdl_value::Diagnostics;
 use super::{BackoffSpec, LogFormat, LogSpec, RestartPolicy, RestartSpec, RotateSpec, StopSpec};
 
 const RESTART_KEYS: &[&str] = &["delay", "backoff", "max-restarts"];
-const LOG_KEYS: &[&str] = &[
-    "out",
-    "err",
-    "combined",
-    "format",
-    "timestamp",
-    "merge",
-    "rotate",
-];
+const LOG_KEYS: &[&str] = &["out", "err", "combined", "format", "timestamp", "merge", "rotate"];
 
 /// `stop signal="SIGINT" timeout="1600ms"`.
 pub(crate) fn decode_stop(d: &mut Diagnostics, node: &KdlNode) -> Option<StopSpec> {
@@ -30,20 +22,13 @@ pub(crate) fn decode_stop(d: &mut Diagnostics, node: &KdlNode) -> Option<StopSpe
     let shape = d.shape(node, &["signal", "timeout"]);
     d.no_children(node);
     if let Some(arg) = shape.args.first() {
-        d.at(
-            arg.span(),
-            "`stop` takes only properties: `stop signal=\"SIGINT\" timeout=\"1600ms\"`",
-        );
+        d.at(arg.span(), "`stop` takes only properties: `stop signal=\"SIGINT\" timeout=\"1600ms\"`");
     }
     let mut stop = StopSpec::default();
     for (name, entry) in shape.props {
         match name {
             "signal" => stop.signal = d.signal(entry, "`signal` of `stop`").unwrap_or(stop.signal),
-            _ => {
-                stop.timeout = d
-                    .duration(entry, "`timeout` of `stop`")
-                    .unwrap_or(stop.timeout)
-            }
+            _ => stop.timeout = d.duration(entry, "`timeout` of `stop`").unwrap_or(stop.timeout),
         }
     }
     (d.errors.len() == before).then_some(stop)
@@ -60,11 +45,7 @@ pub(crate) fn decode_restart(d: &mut Diagnostics, node: &KdlNode) -> Option<Rest
             KdlValue::String(s) if s == "always" => restart.policy = RestartPolicy::Always,
             KdlValue::String(s) if s == "on-failure" => restart.policy = RestartPolicy::OnFailure,
             KdlValue::String(s) if s == "never" => restart.policy = RestartPolicy::Never,
-            _ => d.wrong(
-                entry,
-                "`restart` policy",
-                "\"always\", \"on-failure\" or \"never\"",
-            ),
+            _ => d.wrong(entry, "`restart` policy", "\"always\", \"on-failure\" or \"never\""),
         }
     }
     let mut seen = HashMap::new();
@@ -85,13 +66,8 @@ pub(crate) fn decode_restart(d: &mut Diagnostics, node: &KdlNode) -> Option<Rest
                 d.no_children(child);
                 d.at_most_args(child, &shape.args, 1);
                 match shape.args.first() {
-                    Some(entry) => {
-                        restart.max_restarts = d.u32(entry, "`max-restarts`").unwrap_or_default()
-                    }
-                    None => d.at(
-                        child.span(),
-                        "`max-restarts` expects a count: `max-restarts 16 min-uptime=\"1s\"`",
-                    ),
+                    Some(entry) => restart.max_restarts = d.u32(entry, "`max-restarts`").unwrap_or_default(),
+                    None => d.at(child.span(), "`max-restarts` expects a count: `max-restarts 16 min-uptime=\"1s\"`"),
                 }
                 if let Some((_, entry)) = shape.props.first() {
                     restart.min_uptime = d.duration(entry, "`min-uptime`").unwrap_or_default();
@@ -132,10 +108,7 @@ pub(crate) fn decode_logs(d: &mut Diagnostics, node: &KdlNode) -> Option<LogSpec
     let shape = d.shape(node, &[]);
     d.at_most_args(node, &shape.args, 0);
     let Some(children) = node.children() else {
-        d.at(
-            node.span(),
-            "`logs` expects a block: `logs { out \"/var/log/app.log\" }`",
-        );
+        d.at(node.span(), "`logs` expects a block: `logs { out \"/var/log/app.log\" }`");
         return None;
     };
     let mut logs = LogSpec::default();
@@ -153,10 +126,7 @@ pub(crate) fn decode_logs(d: &mut Diagnostics, node: &KdlNode) -> Option<LogSpec
             "format" => match d.string_arg(child).as_deref() {
                 Some("plain") => logs.format = LogFormat::Plain,
                 Some("json") => logs.format = LogFormat::Json,
-                Some(other) => d.at(
-                    child.span(),
-                    format!("`format`: expected \"plain\" or \"json\", found {other:?}"),
-                ),
+                Some(other) => d.at(child.span(), format!("`format`: expected \"plain\" or \"json\", found {other:?}")),
                 None => {}
             },
             "merge" => {
@@ -176,11 +146,7 @@ fn decode_rotate(d: &mut Diagnostics, node: &KdlNode) -> Option<RotateSpec> {
     let shape = d.shape(node, &["size", "keep", "compress"]);
     d.no_children(node);
     d.at_most_args(node, &shape.args, 0);
-    let mut rotate = RotateSpec {
-        size: 0,
-        keep: 5,
-        compress: false,
-    };
+    let mut rotate = RotateSpec { size: 0, keep: 5, compress: false };
     let mut has_size = false;
     for (name, entry) in shape.props {
         let what = format!("`{name}` of `rotate`");
@@ -194,10 +160,7 @@ fn decode_rotate(d: &mut Diagnostics, node: &KdlNode) -> Option<RotateSpec> {
         }
     }
     if !has_size {
-        d.at(
-            node.span(),
-            "`rotate` needs `size=`, e.g. `rotate size=\"10M\" keep=5`",
-        );
+        d.at(node.span(), "`rotate` needs `size=`, e.g. `rotate size=\"10M\" keep=5`");
     }
     Some(rotate)
 }

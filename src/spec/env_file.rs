@@ -23,11 +23,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, Vec<LineError
             Err(message) => errors.push((index + 1, message)),
         }
     }
-    if errors.is_empty() {
-        Ok(vars)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(vars) } else { Err(errors) }
 }
 
 fn parse_line(line: &str) -> Result<(String, String), String> {
@@ -37,14 +33,10 @@ fn parse_line(line: &str) -> Result<(String, String), String> {
     };
     let key = key.trim_end();
     let mut chars = key.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!(
-            "invalid variable name {key:?}; use letters, digits and `_`"
-        ));
+        return Err(format!("invalid variable name {key:?}; use letters, digits and `_`"));
     }
     Ok((key.to_string(), parse_value(value.trim())?))
 }
@@ -57,10 +49,7 @@ fn parse_value(value: &str) -> Result<String, String> {
         double_quoted(quoted)?
     } else {
         // A `#` only starts a comment after whitespace: `a#b` is a value.
-        let end = value
-            .find(" #")
-            .or_else(|| value.find("\t#"))
-            .unwrap_or(value.len());
+        let end = value.find(" #").or_else(|| value.find("\t#")).unwrap_or(value.len());
         return Ok(value[..end].trim_end().to_string());
     };
     let rest = rest.trim_start();

@@ -29,9 +29,7 @@ pub fn spec_hash(template: &InstanceSpec) -> SpecHash {
 /// (`"argv"`, `"stop"`); env differences are listed per variable
 /// (`"env.PORT"`) for `reconcile --dry-run` to say why an app restarts.
 pub fn changed_fields(a: &InstanceSpec, b: &InstanceSpec) -> Vec<String> {
-    let (Ok(Value::Object(a)), Ok(Value::Object(b))) =
-        (serde_json::to_value(a), serde_json::to_value(b))
-    else {
+    let (Ok(Value::Object(a)), Ok(Value::Object(b))) = (serde_json::to_value(a), serde_json::to_value(b)) else {
         return Vec::new();
     };
     let mut changed = Vec::new();
@@ -46,11 +44,7 @@ pub fn changed_fields(a: &InstanceSpec, b: &InstanceSpec) -> Vec<String> {
                 keys.sort();
                 keys.dedup();
                 let differs = |key: &&String| old_env.get(*key) != new_env.get(*key);
-                changed.extend(
-                    keys.into_iter()
-                        .filter(differs)
-                        .map(|key| format!("env.{key}")),
-                );
+                changed.extend(keys.into_iter().filter(differs).map(|key| format!("env.{key}")));
             }
             _ => changed.push(field.clone()),
         }
@@ -85,17 +79,12 @@ mod tests {
     fn hash_is_hex_sha256() {
         let hash = hash_of("app \"w\" { run \"x\"; }");
         assert_eq!(hash.0.len(), 64);
-        assert!(
-            hash.0
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(hash.0.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
     fn formatting_comments_order_and_instances_do_not_change_the_hash() {
-        let a =
-            "app \"w\" {\n run \"x\" \"-v\"\n env { A \"1\"; B \"2\"; }\n stop timeout=\"2s\"\n}";
+        let a = "app \"w\" {\n run \"x\" \"-v\"\n env { A \"1\"; B \"2\"; }\n stop timeout=\"2s\"\n}";
         let b = "// web\napp \"w\" {\n  stop timeout=\"2000ms\" // slow\n  env {\n    B \"2\"\n    A 1\n  }\n  run \"x\"   \"-v\"\n  instances 4\n}";
         let c = "app \"w\" { env { B \"2\"; A \"1\"; }; run \"x\" \"-v\"; instances \"max\"; stop signal=\"INT\" timeout=\"2s\"; }";
         assert_eq!(hash_of(a), hash_of(b));
@@ -127,26 +116,16 @@ mod tests {
         push("stop", &|t| t.stop.timeout = Duration::from_secs(9));
         push("restart", &|t| t.restart.policy = RestartPolicy::Never);
         push("restart", &|t| t.restart.delay = Duration::from_millis(5));
-        push("restart", &|t| {
-            t.restart.backoff = Some(BackoffSpec::default())
-        });
+        push("restart", &|t| t.restart.backoff = Some(BackoffSpec::default()));
         push("restart", &|t| t.restart.max_restarts = 3);
-        push("restart", &|t| {
-            t.restart.min_uptime = Duration::from_secs(5)
-        });
+        push("restart", &|t| t.restart.min_uptime = Duration::from_secs(5));
         push("logs", &|t| t.logs.out = Some("/dev/null".into()));
         push("logs", &|t| t.logs.err = Some("/dev/null".into()));
         push("logs", &|t| t.logs.combined = Some("/dev/null".into()));
         push("logs", &|t| t.logs.format = LogFormat::Json);
         push("logs", &|t| t.logs.timestamp = Some("%H".into()));
         push("logs", &|t| t.logs.merge = true);
-        push("logs", &|t| {
-            t.logs.rotate = Some(RotateSpec {
-                size: 1,
-                keep: 1,
-                compress: false,
-            })
-        });
+        push("logs", &|t| t.logs.rotate = Some(RotateSpec { size: 1, keep: 1, compress: false }));
         for (field, changed) in &variants {
             assert_ne!(spec_hash(changed), spec_hash(&base), "{field}");
             assert_eq!(changed_fields(&base, changed), [*field], "{field}");

@@ -41,9 +41,7 @@ struct Locator<'t> {
 
 impl<'t> Locator<'t> {
     fn new(text: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         Locator { text, line_starts }
     }
 
@@ -55,14 +53,8 @@ impl<'t> Locator<'t> {
         };
         let start = self.line_starts.get(index).copied().unwrap_or(0);
         // A span never splits a character, but do not trust that blindly.
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
-        Pos {
-            line: index + 1,
-            column: column + 1,
-        }
+        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        Pos { line: index + 1, column: column + 1 }
     }
 }
 
@@ -81,11 +73,7 @@ pub(crate) struct Shape<'n> {
 
 impl<'t> Diagnostics<'t> {
     pub fn new(file: &Path, text: &'t str) -> Self {
-        Diagnostics {
-            file: file.to_path_buf(),
-            locator: Locator::new(text),
-            errors: Vec::new(),
-        }
+        Diagnostics { file: file.to_path_buf(), locator: Locator::new(text), errors: Vec::new() }
     }
 
     pub fn pos(&self, span: SourceSpan) -> Pos {
@@ -110,10 +98,7 @@ impl<'t> Diagnostics<'t> {
     /// Converts a parse failure: one error per parser diagnostic.
     pub fn kdl_error(&mut self, error: &KdlError) {
         for diagnostic in &error.diagnostics {
-            let mut message = diagnostic
-                .message
-                .clone()
-                .unwrap_or_else(|| "invalid KDL".into());
+            let mut message = diagnostic.message.clone().unwrap_or_else(|| "invalid KDL".into());
             if let Some(label) = &diagnostic.label {
                 message.push_str(&format!(" ({label})"));
             }
@@ -130,27 +115,16 @@ impl<'t> Diagnostics<'t> {
     /// Errors on a key the context does not know, suggesting the closest.
     pub fn unknown_key(&mut self, node: &KdlNode, context: &str, known: &[&str]) {
         let key = node.name().value();
-        let message = format!(
-            "unknown key `{key}` in {context}; {}",
-            expected_one_of(key, known)
-        );
+        let message = format!("unknown key `{key}` in {context}; {}", expected_one_of(key, known));
         self.at(node.span(), message);
     }
 
     /// Records that `node` appeared; errors when a key that may appear only
     /// once in `context` appears again.
-    pub fn first_time(
-        &mut self,
-        seen: &mut HashMap<String, Pos>,
-        node: &KdlNode,
-        context: &str,
-    ) -> bool {
+    pub fn first_time(&mut self, seen: &mut HashMap<String, Pos>, node: &KdlNode, context: &str) -> bool {
         let key = node.name().value();
         if let Some(first) = seen.get(key) {
-            let message = format!(
-                "`{key}` is given twice in {context}; first at line {}",
-                first.line
-            );
+            let message = format!("`{key}` is given twice in {context}; first at line {}", first.line);
             self.at(node.span(), message);
             return false;
         }
@@ -161,10 +135,7 @@ impl<'t> Diagnostics<'t> {
     /// Splits entries, rejecting properties outside `allowed` and repeated ones.
     pub fn shape<'n>(&mut self, node: &'n KdlNode, allowed: &[&str]) -> Shape<'n> {
         let key = node.name().value();
-        let mut shape = Shape {
-            args: Vec::new(),
-            props: Vec::new(),
-        };
+        let mut shape = Shape { args: Vec::new(), props: Vec::new() };
         for entry in node.entries() {
             let Some(name) = entry.name() else {
                 shape.args.push(entry);
@@ -172,21 +143,12 @@ impl<'t> Diagnostics<'t> {
             };
             let name = name.value();
             if allowed.is_empty() {
-                self.at(
-                    entry.span(),
-                    format!("`{key}` takes no properties, found `{name}=`"),
-                );
+                self.at(entry.span(), format!("`{key}` takes no properties, found `{name}=`"));
             } else if !allowed.contains(&name) {
-                let message = format!(
-                    "unknown property `{name}` of `{key}`; {}",
-                    expected_one_of(name, allowed)
-                );
+                let message = format!("unknown property `{name}` of `{key}`; {}", expected_one_of(name, allowed));
                 self.at(entry.span(), message);
             } else if shape.props.iter().any(|(seen, _)| *seen == name) {
-                self.at(
-                    entry.span(),
-                    format!("property `{name}` of `{key}` is given twice"),
-                );
+                self.at(entry.span(), format!("property `{name}` of `{key}` is given twice"));
             } else {
                 shape.props.push((name, entry));
             }
@@ -197,10 +159,7 @@ impl<'t> Diagnostics<'t> {
     /// Errors when a node that takes no block has one.
     pub fn no_children(&mut self, node: &KdlNode) -> bool {
         if node.children().is_some() {
-            self.at(
-                node.span(),
-                format!("`{}` takes no `{{ ... }}` block", node.name().value()),
-            );
+            self.at(node.span(), format!("`{}` takes no `{{ ... }}` block", node.name().value()));
             return false;
         }
         true
@@ -210,10 +169,7 @@ impl<'t> Diagnostics<'t> {
     pub fn at_most_args(&mut self, node: &KdlNode, args: &[&KdlEntry], max: usize) -> bool {
         if let Some(extra) = args.get(max) {
             let key = node.name().value();
-            let message = format!(
-                "unexpected extra argument to `{key}` (it takes {})",
-                count(max, "argument")
-            );
+            let message = format!("unexpected extra argument to `{key}` (it takes {})", count(max, "argument"));
             self.at(extra.span(), message);
             return false;
         }
@@ -222,22 +178,13 @@ impl<'t> Diagnostics<'t> {
 
     /// The positional arguments of a plain `key ARG...` node (no properties,
     /// no block), at least `min` of them and at most `max`.
-    pub fn plain_args<'n>(
-        &mut self,
-        node: &'n KdlNode,
-        min: usize,
-        max: usize,
-    ) -> Option<Vec<&'n KdlEntry>> {
+    pub fn plain_args<'n>(&mut self, node: &'n KdlNode, min: usize, max: usize) -> Option<Vec<&'n KdlEntry>> {
         let before = self.errors.len();
         let shape = self.shape(node, &[]);
         self.no_children(node);
         if shape.args.len() < min {
             let key = node.name().value();
-            let message = format!(
-                "`{key}` expects {}, found {}",
-                count(min, "argument"),
-                shape.args.len()
-            );
+            let message = format!("`{key}` expects {}, found {}", count(min, "argument"), shape.args.len());
             self.at(node.span(), message);
         }
         self.at_most_args(node, &shape.args, max);
@@ -254,17 +201,13 @@ impl<'t> Diagnostics<'t> {
     pub fn string_args(&mut self, node: &KdlNode) -> Option<Vec<String>> {
         let args = self.plain_args(node, 1, usize::MAX)?;
         let what = format!("`{}`", node.name().value());
-        let strings: Vec<Option<String>> =
-            args.iter().map(|entry| self.string(entry, &what)).collect();
+        let strings: Vec<Option<String>> = args.iter().map(|entry| self.string(entry, &what)).collect();
         strings.into_iter().collect()
     }
 
     /// Complains that `entry`, the value of `what`, is not what was expected.
     pub fn wrong(&mut self, entry: &KdlEntry, what: &str, expected: &str) {
-        let message = format!(
-            "{what}: expected {expected}, found {}",
-            describe(entry.value())
-        );
+        let message = format!("{what}: expected {expected}, found {}", describe(entry.value()));
         self.at(entry.span(), message);
     }
 
@@ -345,9 +288,7 @@ impl<'t> Diagnostics<'t> {
     }
 
     fn parsed<T>(&mut self, entry: &KdlEntry, what: &str, result: Result<T, String>) -> Option<T> {
-        result
-            .map_err(|message| self.at(entry.span(), format!("{what}: {message}")))
-            .ok()
+        result.map_err(|message| self.at(entry.span(), format!("{what}: {message}"))).ok()
     }
 }
 
@@ -384,11 +325,7 @@ pub fn did_you_mean<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
 }
 
 fn count(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 #[cfg(test)]

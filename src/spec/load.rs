@@ -48,9 +48,7 @@ pub fn is_spec_file(name: &OsStr) -> bool {
     };
     let hidden_or_autosave = matches!(stem.first(), None | Some(b'.' | b'#' | b'~'));
     let leftover = stem.windows(5).any(|w| w == b".ucf-")
-        || BACKUP_SUFFIXES
-            .iter()
-            .any(|suffix| stem.ends_with(suffix.as_bytes()));
+        || BACKUP_SUFFIXES.iter().any(|suffix| stem.ends_with(suffix.as_bytes()));
     !hidden_or_autosave && !leftover
 }
 
@@ -109,10 +107,7 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(opts: LoadOptions) -> Self {
-        Loader {
-            opts,
-            last_good: HashMap::new(),
-        }
+        Loader { opts, last_good: HashMap::new() }
     }
 
     /// The options every file is resolved with.
@@ -130,17 +125,11 @@ impl Loader {
         let mut visited = HashSet::new();
         for dir in dirs {
             let files = list_spec_files(&dir.path).unwrap_or_else(|e| {
-                loaded
-                    .errors
-                    .push(whole_file(&dir.path, format!("cannot read directory: {e}")));
+                loaded.errors.push(whole_file(&dir.path, format!("cannot read directory: {e}")));
                 // An unreadable directory is not an empty one: keep what
                 // its files declared before.
-                let mut known: Vec<PathBuf> = self
-                    .last_good
-                    .keys()
-                    .filter(|file| file.parent() == Some(&dir.path))
-                    .cloned()
-                    .collect();
+                let mut known: Vec<PathBuf> =
+                    self.last_good.keys().filter(|file| file.parent() == Some(&dir.path)).cloned().collect();
                 known.sort();
                 known
             });
@@ -166,10 +155,7 @@ impl Loader {
                         if !previous.is_empty() {
                             next_good.insert(file.clone(), previous.clone());
                         }
-                        previous
-                            .into_iter()
-                            .filter(|app| !names.contains(&app.name))
-                            .collect()
+                        previous.into_iter().filter(|app| !names.contains(&app.name)).collect()
                     }
                 };
                 names.register(&apps);
@@ -269,11 +255,7 @@ impl Names {
 
     /// Registers the apps of `file` if none of their names is taken;
     /// otherwise returns an error at each `app` node whose name is.
-    fn accept(
-        &mut self,
-        file: &Path,
-        found: Vec<(AppSpec, Pos)>,
-    ) -> Result<Vec<AppSpec>, Vec<SpecError>> {
+    fn accept(&mut self, file: &Path, found: Vec<(AppSpec, Pos)>) -> Result<Vec<AppSpec>, Vec<SpecError>> {
         let duplicates: Vec<SpecError> = found
             .iter()
             .filter_map(|(app, pos)| {
@@ -301,21 +283,14 @@ impl Names {
 
     fn register(&mut self, apps: &[AppSpec]) {
         for app in apps {
-            self.seen
-                .entry(app.name.clone())
-                .or_insert_with(|| app.source.clone());
+            self.seen.entry(app.name.clone()).or_insert_with(|| app.source.clone());
         }
     }
 }
 
 /// An error about a whole file or directory (line and column 0).
 fn whole_file(path: &Path, message: String) -> SpecError {
-    SpecError {
-        file: path.to_path_buf(),
-        line: 0,
-        column: 0,
-        message,
-    }
+    SpecError { file: path.to_path_buf(), line: 0, column: 0, message }
 }
 
 #[cfg(test)]
@@ -368,9 +343,7 @@ mod tests {
 
     impl Conf {
         fn new() -> Conf {
-            let conf = Conf {
-                dir: tempfile::tempdir().unwrap(),
-            };
+            let conf = Conf { dir: tempfile::tempdir().unwrap() };
             fs::create_dir_all(conf.dir.path().join("conf.d")).unwrap();
             fs::create_dir_all(conf.dir.path().join("apps")).unwrap();
             conf
@@ -383,14 +356,8 @@ mod tests {
         }
         fn dirs(&self) -> Vec<SpecDir> {
             vec![
-                SpecDir {
-                    path: self.path("conf.d"),
-                    cli_created: false,
-                },
-                SpecDir {
-                    path: self.path("apps"),
-                    cli_created: true,
-                },
+                SpecDir { path: self.path("conf.d"), cli_created: false },
+                SpecDir { path: self.path("apps"), cli_created: true },
             ]
         }
     }
@@ -415,10 +382,7 @@ mod tests {
         symlink(conf.path("conf.d/dir.kdl"), conf.path("conf.d/dirlink.kdl")).unwrap();
         symlink(conf.path("gone"), conf.path("conf.d/dangling.kdl")).unwrap();
         let files = list_spec_files(&conf.path("conf.d")).unwrap();
-        let files: Vec<_> = files
-            .iter()
-            .map(|f| f.file_name().unwrap().to_str().unwrap())
-            .collect();
+        let files: Vec<_> = files.iter().map(|f| f.file_name().unwrap().to_str().unwrap()).collect();
         assert_eq!(files, ["a.kdl", "b.kdl", "dangling.kdl", "linked.kdl"]);
         assert!(list_spec_files(&conf.path("missing")).unwrap().is_empty());
     }
@@ -427,22 +391,12 @@ mod tests {
     fn loads_apps_sorted_with_their_source() {
         let conf = Conf::new();
         conf.write("conf.d/b.kdl", &app("web", "w"));
-        conf.write(
-            "conf.d/a.kdl",
-            &format!("{}{}", app("db", "d"), app("cache", "c")),
-        );
+        conf.write("conf.d/a.kdl", &format!("{}{}", app("db", "d"), app("cache", "c")));
         conf.write("apps/x.kdl", &app("tool", "t"));
         let loaded = Loader::new(LoadOptions::default()).load(&conf.dirs());
         assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
         assert_eq!(names(&loaded), ["cache", "db", "tool", "web"]);
-        assert_eq!(
-            loaded.apps[0].source,
-            SourceRef {
-                file: conf.path("conf.d/a.kdl"),
-                line: 4,
-                cli_created: false
-            }
-        );
+        assert_eq!(loaded.apps[0].source, SourceRef { file: conf.path("conf.d/a.kdl"), line: 4, cli_created: false });
         assert!(loaded.apps[2].source.cli_created);
     }
 
@@ -452,24 +406,11 @@ mod tests {
         let mut loader = Loader::new(LoadOptions::default());
         conf.write("conf.d/web.kdl", &app("web", "v1"));
         let good = loader.load(&conf.dirs());
-        conf.write(
-            "conf.d/web.kdl",
-            "app \"web\" {\n  run \"v2\"\n  instanse 2\n}\n",
-        );
-        conf.write(
-            "conf.d/new.kdl",
-            "app \"new\" { run \"x\"; stop timeout=1; }",
-        );
+        conf.write("conf.d/web.kdl", "app \"web\" {\n  run \"v2\"\n  instanse 2\n}\n");
+        conf.write("conf.d/new.kdl", "app \"new\" { run \"x\"; stop timeout=1; }");
         let broken = loader.load(&conf.dirs());
-        assert_eq!(
-            names(&broken),
-            ["web"],
-            "a file that never was good contributes nothing"
-        );
-        assert_eq!(
-            broken.apps, good.apps,
-            "the last good spec is kept, not the new one"
-        );
+        assert_eq!(names(&broken), ["web"], "a file that never was good contributes nothing");
+        assert_eq!(broken.apps, good.apps, "the last good spec is kept, not the new one");
         assert_eq!(broken.errors.len(), 2);
         assert_eq!((broken.errors[1].line, broken.errors[1].column), (3, 3));
         // Still broken on the next load: still kept.
@@ -499,31 +440,19 @@ mod tests {
     fn duplicate_names_across_files_first_wins() {
         let conf = Conf::new();
         let mut loader = Loader::new(LoadOptions::default());
-        conf.write(
-            "conf.d/b.kdl",
-            &format!("{}{}", app("api", "b1"), app("other", "o")),
-        );
+        conf.write("conf.d/b.kdl", &format!("{}{}", app("api", "b1"), app("other", "o")));
         let first = loader.load(&conf.dirs());
         conf.write("conf.d/a.kdl", &format!("// first\n{}", app("web", "a")));
         conf.write("apps/web.kdl", &app("web", "cli"));
-        conf.write(
-            "conf.d/b.kdl",
-            &format!("{}{}", app("other", "o"), app("web", "b")),
-        );
+        conf.write("conf.d/b.kdl", &format!("{}{}", app("other", "o"), app("web", "b")));
         let loaded = loader.load(&conf.dirs());
         let messages: Vec<String> = loaded.errors.iter().map(ToString::to_string).collect();
         let a = conf.path("conf.d/a.kdl").display().to_string();
         assert_eq!(
             messages,
             [
-                format!(
-                    "{}:4:1: app `web` is already declared in {a}:2",
-                    conf.path("conf.d/b.kdl").display()
-                ),
-                format!(
-                    "{}:1:1: app `web` is already declared in {a}:2",
-                    conf.path("apps/web.kdl").display()
-                ),
+                format!("{}:4:1: app `web` is already declared in {a}:2", conf.path("conf.d/b.kdl").display()),
+                format!("{}:1:1: app `web` is already declared in {a}:2", conf.path("apps/web.kdl").display()),
             ]
         );
         // b.kdl fell back to its last good apps.
@@ -536,48 +465,19 @@ mod tests {
     fn check_paths_reports_everything_including_cross_file_duplicates() {
         let conf = Conf::new();
         conf.write("conf.d/a.kdl", &app("web", "a"));
-        conf.write(
-            "conf.d/b.kdl",
-            &format!("{}app \"x\" {{ instanse 1; }}\n", app("web", "b")),
-        );
+        conf.write("conf.d/b.kdl", &format!("{}app \"x\" {{ instanse 1; }}\n", app("web", "b")));
         conf.write("conf.d/ignored.kdl~", "garbage {");
         conf.write("tmpXYZ", "app \"web\" { run \"c\"; }");
         let opts = LoadOptions::default();
-        let errors = check_paths(
-            &[
-                conf.path("conf.d"),
-                conf.path("tmpXYZ"),
-                conf.path("nope.kdl"),
-            ],
-            &opts,
-        );
+        let errors = check_paths(&[conf.path("conf.d"), conf.path("tmpXYZ"), conf.path("nope.kdl")], &opts);
         let found: Vec<(String, usize, usize)> = errors
             .iter()
-            .map(|e| {
-                (
-                    e.file.file_name().unwrap().to_string_lossy().into_owned(),
-                    e.line,
-                    e.column,
-                )
-            })
+            .map(|e| (e.file.file_name().unwrap().to_string_lossy().into_owned(), e.line, e.column))
             .collect();
-        let expected = [
-            ("b.kdl", 4, 11),
-            ("b.kdl", 4, 1),
-            ("b.kdl", 1, 1),
-            ("tmpXYZ", 1, 1),
-            ("nope.kdl", 0, 0),
-        ];
-        let expected: Vec<(String, usize, usize)> = expected
-            .iter()
-            .map(|(f, l, c)| (f.to_string(), *l, *c))
-            .collect();
+        let expected = [("b.kdl", 4, 11), ("b.kdl", 4, 1), ("b.kdl", 1, 1), ("tmpXYZ", 1, 1), ("nope.kdl", 0, 0)];
+        let expected: Vec<(String, usize, usize)> = expected.iter().map(|(f, l, c)| (f.to_string(), *l, *c)).collect();
         assert_eq!(found, expected, "{errors:#?}");
         assert!(check_paths(&[conf.path("conf.d/a.kdl")], &opts).is_empty());
-        assert_eq!(
-            decode_file(&conf.path("conf.d/a.kdl"), &app("web", "a"), &opts, false).unwrap()[0]
-                .name,
-            "web"
-        );
+        assert_eq!(decode_file(&conf.path("conf.d/a.kdl"), &app("web", "a"), &opts, false).unwrap()[0].name, "web");
     }
 }

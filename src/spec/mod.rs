@@ -47,13 +47,6 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     /// `FILE:LINE:COL: message`, the form compilers use and editors jump to.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
     }
 }

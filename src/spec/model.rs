@@ -104,10 +104,7 @@ pub struct StopSpec {
 impl Default for StopSpec {
     /// PM2's defaults: SIGINT, then SIGKILL after 1600 ms.
     fn default() -> Self {
-        StopSpec {
-            signal: 2,
-            timeout: Duration::from_millis(1600),
-        }
+        StopSpec { signal: 2, timeout: Duration::from_millis(1600) }
     }
 }
 

@@ -42,24 +42,12 @@ const INTERPRETERS: &[(&str, &str)] = &[
 ];
 
 /// Resolves one declared app of `file` into its final spec.
-pub fn resolve(
-    decl: &AppDecl,
-    file: &Path,
-    opts: &LoadOptions,
-    cli_created: bool,
-) -> Result<AppSpec, Vec<SpecError>> {
+pub fn resolve(decl: &AppDecl, file: &Path, opts: &LoadOptions, cli_created: bool) -> Result<AppSpec, Vec<SpecError>> {
     let mut errors = Vec::new();
     let base = declaring_dir(file);
-    let cwd = decl
-        .cwd
-        .as_ref()
-        .map_or_else(|| base.clone(), |cwd| base.join(cwd));
-    let at = |pos: Pos, message: String| SpecError {
-        file: file.to_path_buf(),
-        line: pos.line,
-        column: pos.column,
-        message,
-    };
+    let cwd = decl.cwd.as_ref().map_or_else(|| base.clone(), |cwd| base.join(cwd));
+    let at =
+        |pos: Pos, message: String| SpecError { file: file.to_path_buf(), line: pos.line, column: pos.column, message };
 
     let argv = match &decl.command {
         CommandDecl::Run(argv) => argv.clone(),
@@ -93,31 +81,22 @@ pub fn resolve(
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) => {
-                errors.push(at(
-                    env_file.pos,
-                    format!("cannot read env file `{}`: {e}", path.display()),
-                ));
+                errors.push(at(env_file.pos, format!("cannot read env file `{}`: {e}", path.display())));
                 continue;
             }
         };
         match parse_env_file(&text) {
             Ok(vars) => env.extend(vars),
-            Err(bad_lines) => {
-                errors.extend(bad_lines.into_iter().map(|(line, message)| SpecError {
-                    file: path.clone(),
-                    line,
-                    column: 1,
-                    message: format!("{message} (env file of app `{}`)", decl.name),
-                }))
-            }
+            Err(bad_lines) => errors.extend(bad_lines.into_iter().map(|(line, message)| SpecError {
+                file: path.clone(),
+                line,
+                column: 1,
+                message: format!("{message} (env file of app `{}`)", decl.name),
+            })),
         }
     }
     env.extend(decl.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    if let Some(profile) = opts
-        .env_profile
-        .as_ref()
-        .and_then(|name| decl.env_profiles.get(name))
-    {
+    if let Some(profile) = opts.env_profile.as_ref().and_then(|name| decl.env_profiles.get(name)) {
         env.extend(profile.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
@@ -137,11 +116,7 @@ pub fn resolve(
     };
     Ok(AppSpec {
         name: decl.name.clone(),
-        source: SourceRef {
-            file: file.to_path_buf(),
-            line: decl.pos.line,
-            cli_created,
-        },
+        source: SourceRef { file: file.to_path_buf(), line: decl.pos.line, cli_created },
         instances: decl.instances,
         hash: spec_hash(&template),
         template,
@@ -152,20 +127,14 @@ pub fn resolve(
 /// `conf.d -> generations/7` are kept, not resolved), made absolute so an
 /// app's paths do not depend on the daemon's working directory.
 fn declaring_dir(file: &Path) -> PathBuf {
-    let dir = file
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// The default interpreter of a script, by its extension.
 pub fn interpreter_for(script: &str) -> Option<&'static str> {
     let extension = Path::new(script).extension()?.to_str()?;
-    INTERPRETERS
-        .iter()
-        .find(|(ext, _)| *ext == extension)
-        .map(|(_, interpreter)| *interpreter)
+    INTERPRETERS.iter().find(|(ext, _)| *ext == extension).map(|(_, interpreter)| *interpreter)
 }
 
 /// A path (relative to `cwd`) is taken as is; a bare name is looked up in
@@ -190,12 +159,7 @@ fn is_executable_file(path: &Path) -> bool {
 /// of a spec; `/dev/null` and other absolute paths stay.
 fn absolute_logs(logs: &LogSpec, cwd: &Path) -> LogSpec {
     let join = |path: &Option<PathBuf>| path.as_ref().map(|path| cwd.join(path));
-    LogSpec {
-        out: join(&logs.out),
-        err: join(&logs.err),
-        combined: join(&logs.combined),
-        ..logs.clone()
-    }
+    LogSpec { out: join(&logs.out), err: join(&logs.err), combined: join(&logs.combined), ..logs.clone() }
 }
 
 #[cfg(test)]
@@ -227,10 +191,7 @@ mod tests {
         }
 
         fn opts(&self, profile: Option<&str>) -> LoadOptions {
-            LoadOptions {
-                env_profile: profile.map(String::from),
-                path_env: Some(self.path("bin").into()),
-            }
+            LoadOptions { env_profile: profile.map(String::from), path_env: Some(self.path("bin").into()) }
         }
 
         fn resolve(&self, text: &str, profile: Option<&str>) -> Result<AppSpec, Vec<SpecError>> {
@@ -267,13 +228,8 @@ mod tests {
             ("a.JS", None),
         ];
         for (script, interpreter) in table {
-            let argv = world.argv(&format!(
-                "app \"w\" {{ script \"{script}\"; args \"-x\"; }}"
-            ));
-            let mut expected: Vec<String> = interpreter
-                .iter()
-                .map(|name| s(world.path("bin").join(name)))
-                .collect();
+            let argv = world.argv(&format!("app \"w\" {{ script \"{script}\"; args \"-x\"; }}"));
+            let mut expected: Vec<String> = interpreter.iter().map(|name| s(world.path("bin").join(name))).collect();
             expected.push(s(world.path("conf.d").join(script)));
             expected.push("-x".into());
             assert_eq!(argv, expected, "{script}");
@@ -285,16 +241,11 @@ mod tests {
         let world = World::new(&["python3.12"]);
         let argv = world.argv("app \"w\" { script \"a.py\"; interpreter \"python3.12\"; }");
         assert_eq!(argv[0], s(world.path("bin/python3.12")));
-        let argv =
-            world.argv("app \"w\" { script \"a.js\"; interpreter \"/opt/node-18/bin/node\"; }");
+        let argv = world.argv("app \"w\" { script \"a.js\"; interpreter \"/opt/node-18/bin/node\"; }");
         assert_eq!(argv[0], "/opt/node-18/bin/node");
-        let argv =
-            world.argv("app \"w\" { script \"a.sh\"; interpreter \"tools/sh\"; cwd \"/srv\"; }");
+        let argv = world.argv("app \"w\" { script \"a.sh\"; interpreter \"tools/sh\"; cwd \"/srv\"; }");
         assert_eq!(argv, ["/srv/tools/sh", "/srv/a.sh"]);
-        assert_eq!(
-            world.argv("app \"w\" { run \"node\" \"a.js\"; }"),
-            ["node", "a.js"]
-        );
+        assert_eq!(world.argv("app \"w\" { run \"node\" \"a.js\"; }"), ["node", "a.js"]);
     }
 
     #[test]
@@ -302,39 +253,27 @@ mod tests {
         let world = World::new(&[]);
         // Present but not executable: still missing.
         fs::write(world.path("bin/ruby"), "").unwrap();
-        let errors = world
-            .resolve("app \"w\" {\n  script \"app.rb\"\n}", None)
-            .unwrap_err();
+        let errors = world.resolve("app \"w\" {\n  script \"app.rb\"\n}", None).unwrap_err();
         assert_eq!((errors[0].line, errors[0].column), (2, 3));
         assert_eq!(
             errors[0].message,
             "interpreter `ruby` for `app.rb` not found in PATH; install it or set `interpreter`"
         );
-        let errors = world
-            .resolve(
-                "app \"w\" {\n  script \"a\"\n  interpreter \"deno\"\n}",
-                None,
-            )
-            .unwrap_err();
+        let errors = world.resolve("app \"w\" {\n  script \"a\"\n  interpreter \"deno\"\n}", None).unwrap_err();
         assert_eq!((errors[0].line, errors[0].column), (3, 3));
     }
 
     #[test]
     fn paths_are_relative_to_cwd_which_defaults_to_the_files_dir() {
         let world = World::new(&[]);
-        let spec = world.resolve(
-            "app \"w\" { script \"../apps/w\"; logs { out \"w.log\"; err \"/dev/null\"; }; }",
-            None,
-        );
+        let spec =
+            world.resolve("app \"w\" { script \"../apps/w\"; logs { out \"w.log\"; err \"/dev/null\"; }; }", None);
         let template = spec.unwrap().template;
         assert_eq!(template.cwd, Some(world.path("conf.d")));
         assert_eq!(template.argv, [s(world.path("conf.d/../apps/w"))]);
         assert_eq!(template.logs.out, Some(world.path("conf.d/w.log")));
         assert_eq!(template.logs.err, Some(PathBuf::from("/dev/null")));
-        let template = world
-            .resolve("app \"w\" { script \"w\"; cwd \"sub\"; }", None)
-            .unwrap()
-            .template;
+        let template = world.resolve("app \"w\" { script \"w\"; cwd \"sub\"; }", None).unwrap().template;
         assert_eq!(template.cwd, Some(world.path("conf.d/sub")));
         assert_eq!(template.argv, [s(world.path("conf.d/sub/w"))]);
     }
@@ -342,18 +281,12 @@ mod tests {
     #[test]
     fn env_precedence_file_then_block_then_profile() {
         let world = World::new(&[]);
-        fs::write(
-            world.path("conf.d/one.env"),
-            "A=file1\nB=file1\nC=file1\nD=file1\n",
-        )
-        .unwrap();
+        fs::write(world.path("conf.d/one.env"), "A=file1\nB=file1\nC=file1\nD=file1\n").unwrap();
         fs::write(world.path("conf.d/two.env"), "export D='file2'\n").unwrap();
         let text = "app \"w\" { run \"x\"; env-file \"one.env\"; env-file \"two.env\"; env { B \"env\"; C \"env\"; }; env \"prod\" { C \"prod\"; }; }";
         let env = |profile| {
             let env = world.resolve(text, profile).unwrap().template.env;
-            env.into_iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
+            env.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
         };
         assert_eq!(env(Some("prod")), ["A=file1", "B=env", "C=prod", "D=file2"]);
         assert_eq!(env(None), ["A=file1", "B=env", "C=env", "D=file2"]);
@@ -364,19 +297,11 @@ mod tests {
     #[test]
     fn env_file_errors_are_located() {
         let world = World::new(&[]);
-        let errors = world
-            .resolve("app \"w\" {\n run \"x\"\n env-file \"nope.env\"\n}", None)
-            .unwrap_err();
+        let errors = world.resolve("app \"w\" {\n run \"x\"\n env-file \"nope.env\"\n}", None).unwrap_err();
         assert_eq!((errors[0].line, errors[0].column), (3, 2));
-        assert!(
-            errors[0].message.starts_with("cannot read env file"),
-            "{}",
-            errors[0].message
-        );
+        assert!(errors[0].message.starts_with("cannot read env file"), "{}", errors[0].message);
         fs::write(world.path("conf.d/bad.env"), "A=1\nB\n").unwrap();
-        let errors = world
-            .resolve("app \"w\" { run \"x\"; env-file \"bad.env\"; }", None)
-            .unwrap_err();
+        let errors = world.resolve("app \"w\" { run \"x\"; env-file \"bad.env\"; }", None).unwrap_err();
         assert_eq!(errors[0].file, world.path("conf.d/bad.env"));
         assert_eq!((errors[0].line, errors[0].column), (2, 1));
     }

@@ -47,17 +47,15 @@ const MAX_SIGNAL: i128 = 64;
 
 /// A humantime duration such as `"1600ms"`, `"1s"` or `"2m 30s"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("expected a duration string like \"1600ms\" or \"2s\", found {text:?} ({e})")
-    })
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("expected a duration string like \"1600ms\" or \"2s\", found {text:?} ({e})"))
 }
 
 /// A size in bytes: a plain number, or a number with a `K`, `M` or `G`
 /// suffix meaning ×1024, ×1024², ×1024³ (PM2's meaning: `"300M"` is
 /// 300 × 1024 × 1024), an optional trailing `B`, any case.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let expected =
-        || format!("expected a size like \"10M\" (K, M, G are powers of 1024), found {text:?}");
+    let expected = || format!("expected a size like \"10M\" (K, M, G are powers of 1024), found {text:?}");
     let upper = text.trim().to_ascii_uppercase();
     let unit_less = upper.strip_suffix('B').unwrap_or(&upper);
     let (number, factor) = match unit_less.chars().last() {
@@ -71,9 +69,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(expected());
     }
     if let Ok(whole) = number.parse::<u64>() {
-        return whole
-            .checked_mul(factor)
-            .ok_or_else(|| format!("size {text:?} is too large"));
+        return whole.checked_mul(factor).ok_or_else(|| format!("size {text:?} is too large"));
     }
     // Fractions such as "1.5G" are allowed; rounding to whole bytes is fine.
     let value: f64 = number.parse().map_err(|_| expected())?;
@@ -96,9 +92,7 @@ pub fn parse_signal_name(text: &str) -> Result<i32, String> {
         .iter()
         .find(|(name, _)| *name == bare)
         .map(|(_, number)| *number)
-        .ok_or_else(|| {
-            format!("unknown signal {text:?}; expected a name like \"SIGINT\", \"TERM\" or a number 1..=64")
-        })
+        .ok_or_else(|| format!("unknown signal {text:?}; expected a name like \"SIGINT\", \"TERM\" or a number 1..=64"))
 }
 
 /// A signal given as a number; Linux has 1..=64.
@@ -106,9 +100,7 @@ pub fn signal_number(number: i128) -> Result<i32, String> {
     if (1..=MAX_SIGNAL).contains(&number) {
         Ok(number as i32)
     } else {
-        Err(format!(
-            "signal number {number} is out of range; expected 1..=64"
-        ))
+        Err(format!("signal number {number} is out of range; expected 1..=64"))
     }
 }
 

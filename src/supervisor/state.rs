@@ -243,9 +243,9 @@ impl Lifecycle {
                 self.after_exit(RestartReason::SpawnFailed { error }, None, now, policy)
             }
             (Online, Event::Exited(status)) => {
-                self.last_exit = Some(status.clone());
+                self.last_exit = Some(status);
                 let mut fx = vec![Effect::CleanUpGroup];
-                fx.extend(self.after_exit(RestartReason::Exited { status: status.clone() }, Some(status), now, policy));
+                fx.extend(self.after_exit(RestartReason::Exited { status }, Some(status), now, policy));
                 fx
             }
             (Stopping, Event::Exited(status)) => {

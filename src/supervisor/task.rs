@@ -47,9 +47,15 @@ pub enum Control {
     Restart(RestartReason),
     /// Take a new spec; restart with it if running (`restart`), or just keep
     /// it for the next start (an operator-stopped app).
-    Replace { ctx: Box<InstanceContext>, restart: bool },
+    Replace {
+        ctx: Box<InstanceContext>,
+        restart: bool,
+    },
     /// The leader exited (sent by the reaper through the [`ExitRouter`]).
-    Exited { pid: i32, status: ExitStatus },
+    Exited {
+        pid: i32,
+        status: ExitStatus,
+    },
     /// `procd reset`.
     ResetCounters,
     /// Stop, then end the task (app removed, scale down, daemon shutdown).
@@ -297,12 +303,8 @@ impl InstanceTask {
         }
         let spec = &self.ctx.spec;
         let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
-        let launch = LaunchSpec {
-            argv: &spec.argv,
-            cwd: &cwd,
-            env: &self.ctx.env,
-            credentials: self.ctx.credentials.as_ref(),
-        };
+        let launch =
+            LaunchSpec { argv: &spec.argv, cwd: &cwd, env: &self.ctx.env, credentials: self.ctx.credentials.as_ref() };
         match process::launch(&launch) {
             Ok(launched) => {
                 // Registered before this task yields, so the reaper (on the
@@ -332,7 +334,7 @@ impl InstanceTask {
         v.restarts = self.lc.restarts;
         v.online_since = self.lc.online_since;
         v.restart_at = self.lc.restart_at;
-        v.last_exit = self.lc.last_exit.clone();
+        v.last_exit = self.lc.last_exit;
         v.last_reason = self.lc.last_reason.clone();
     }
 }

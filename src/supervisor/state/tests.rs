@@ -146,10 +146,8 @@ fn backoff_delays_wait_and_record_the_time() {
     let policy = RestartSpec { backoff: Some(BackoffSpec::default()), max_restarts: 100, ..RestartSpec::default() };
     let (_, seen) = crash_loop(&policy, 1, 10, 5);
     let delays: Vec<Effect> = seen.iter().map(|(_, fx)| fx[1].clone()).collect();
-    let want: Vec<Effect> = [100, 150, 225, 337, 505]
-        .iter()
-        .map(|ms| Effect::ArmRestartTimer(Duration::from_millis(*ms)))
-        .collect();
+    let want: Vec<Effect> =
+        [100, 150, 225, 337, 505].iter().map(|ms| Effect::ArmRestartTimer(Duration::from_millis(*ms))).collect();
     assert_eq!(delays, want);
 }
 
