@@ -203,6 +203,7 @@ impl Daemon {
             tracing::info!("{a}");
         }
         let started = self.apps.apply(&actions, &self.desired, &self.operator.stopped);
+        process::release_free_memory();
         (actions, started)
     }
 
