@@ -23,6 +23,23 @@ impl Paths {
     /// Resolves the paths from explicit overrides, then the environment
     /// (`PROCD_CONFIG_DIR`, `PROCD_HOME`), then the defaults for this uid.
     pub fn resolve(config_dir: Option<&Path>, home: Option<&Path>) -> Paths {
+        Self::resolve_relative(config_dir, home).absolute()
+    }
+
+    /// Makes every path absolute against the current directory, so a
+    /// relative `--home` means the same to the daemon, its apps and clients
+    /// started elsewhere.
+    fn absolute(self) -> Paths {
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        Paths {
+            config_dir: abs(self.config_dir),
+            socket: abs(self.socket),
+            state_dir: abs(self.state_dir),
+            log_dir: abs(self.log_dir),
+        }
+    }
+
+    fn resolve_relative(config_dir: Option<&Path>, home: Option<&Path>) -> Paths {
         let root = crate::process::current_uid() == 0;
         let config_dir = config_dir
             .map(Path::to_path_buf)
