@@ -12,13 +12,14 @@ use std::path::Path;
 use kdl::{KdlDocument, KdlNode, KdlValue};
 
 use super::decode_blocks::{decode_logs, decode_restart, decode_stop};
+use super::decode_policies::{decode_max_memory, decode_watch};
 use super::kdl_value::{Diagnostics, Located, Pos, did_you_mean};
-use super::{Instances, LogSpec, RestartSpec, SpecError, StopSpec};
+use super::{Instances, LogSpec, MemoryLimit, RestartSpec, SpecError, StopSpec, WatchSpec};
 
 /// Keys of the spec contract that this version parses but does not
 /// implement; they get their own error so nobody is silently ignored.
 /// Shrink this list as features land.
-pub const NOT_YET_SUPPORTED: &[&str] = &["listen", "ready", "max-memory", "watch"];
+pub const NOT_YET_SUPPORTED: &[&str] = &["listen", "ready"];
 
 /// The keys an `app` block accepts in this version.
 const APP_KEYS: &[&str] = &[
@@ -36,6 +37,8 @@ const APP_KEYS: &[&str] = &[
     "stop",
     "restart",
     "logs",
+    "max-memory",
+    "watch",
 ];
 /// Keys of an `app` block that may appear more than once.
 const REPEATABLE: &[&str] = &["env", "env-file"];
@@ -79,6 +82,9 @@ pub struct AppDecl {
     pub restart: RestartSpec,
     /// Log paths as written; `resolve` makes relative ones absolute.
     pub logs: LogSpec,
+    pub max_memory: Option<MemoryLimit>,
+    /// Watch paths as written (relative to the cwd); `resolve` makes them absolute.
+    pub watch: Option<WatchSpec>,
 }
 
 /// Decodes a whole spec file. Returns the apps that decoded without error
@@ -147,6 +153,9 @@ struct Partial {
     stop: Option<StopSpec>,
     restart: Option<RestartSpec>,
     logs: Option<LogSpec>,
+    max_memory: Option<MemoryLimit>,
+    /// `Some(None)` is `watch #false`.
+    watch: Option<Option<WatchSpec>>,
 }
 
 fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, Pos>) -> Option<AppDecl> {
@@ -208,6 +217,8 @@ fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, P
             "stop" => p.stop = decode_stop(d, child),
             "restart" => p.restart = decode_restart(d, child),
             "logs" => p.logs = decode_logs(d, child),
+            "max-memory" => p.max_memory = decode_max_memory(d, child),
+            "watch" => p.watch = decode_watch(d, child),
             _ => d.unknown_key(child, &context, APP_KEYS),
         }
     }
@@ -252,6 +263,8 @@ fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, P
         stop: p.stop.unwrap_or_default(),
         restart: p.restart.unwrap_or_default(),
         logs: p.logs.unwrap_or_default(),
+        max_memory: p.max_memory,
+        watch: p.watch.flatten(),
     })
 }
 
@@ -463,8 +476,6 @@ app "web" {
                 3,
                 "`listen` is not supported by this version of procd yet",
             ),
-            ("app \"w\" { run \"x\"; watch \"src\" { debounce \"1s\"; }; }", 1, 20, "`watch` is not supported"),
-            ("app \"w\" { run \"x\"; max-memory \"300M\"; }", 1, 20, "`max-memory` is not supported"),
             ("app \"w\" { run \"x\"; ready \"notify\"; }", 1, 20, "`ready` is not supported"),
             ("service \"w\" { run \"x\"; }", 1, 1, "unknown top-level key `service`"),
             ("ap \"w\" { run \"x\"; }", 1, 1, "did you mean `app`?"),

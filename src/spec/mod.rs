@@ -13,6 +13,7 @@
 
 pub mod decode;
 mod decode_blocks;
+mod decode_policies;
 mod env_file;
 pub mod hash;
 mod kdl_value;

@@ -28,6 +28,46 @@ pub struct AppSpec {
     pub template: InstanceSpec,
     /// Hash of the canonical JSON form of `template`.
     pub hash: SpecHash,
+    /// Restart an instance whose process tree's resident memory passes this.
+    /// A policy over instances, not part of one: outside the hash, so
+    /// changing it applies at once without restarting anything.
+    pub max_memory: Option<MemoryLimit>,
+    /// Restart the app when files under these paths change. Outside the
+    /// hash for the same reason.
+    pub watch: Option<WatchSpec>,
+}
+
+/// `max-memory "300M" every="1s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemoryLimit {
+    /// Resident bytes of the instance's whole process tree (or cgroup).
+    pub bytes: u64,
+    /// How often to compare; `None` means the daemon's `--sample-every`.
+    #[serde(with = "option_duration_ms")]
+    pub every: Option<Duration>,
+}
+
+/// `watch "src" "config" { ignore ...; debounce "100ms"; poll #false; follow-symlinks #false }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatchSpec {
+    /// Absolute paths watched recursively (the app's cwd for `watch #true`).
+    pub paths: Vec<PathBuf>,
+    /// Globs of paths to ignore, matched against the path relative to the
+    /// watched root and against each path component; `.git`,
+    /// `node_modules` and the app's own log files are always ignored.
+    pub ignore: Vec<String>,
+    /// Changes within this quiet time collapse into one restart (PM2's `watch_delay`).
+    #[serde(with = "duration_ms")]
+    pub debounce: Duration,
+    /// Poll instead of inotify (network file systems).
+    pub poll: bool,
+    /// Descend into symlinked directories.
+    pub follow_symlinks: bool,
+}
+
+impl WatchSpec {
+    /// Default quiet time between a change and the restart.
+    pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 }
 
 /// The file and line of an `app` node.
@@ -210,6 +250,18 @@ pub struct SpecHash(pub String);
 impl fmt::Display for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+pub(crate) mod option_duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use super::decode::{AppDecl, CommandDecl};
 use super::env_file::parse_env_file;
 use super::hash::spec_hash;
 use super::kdl_value::Pos;
-use super::{AppSpec, InstanceSpec, LogSpec, SourceRef, SpecError};
+use super::{AppSpec, InstanceSpec, LogSpec, SourceRef, SpecError, WatchSpec};
 
 /// Choices that apply to every app of a load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,13 +112,18 @@ pub fn resolve(decl: &AppDecl, file: &Path, opts: &LoadOptions, cli_created: boo
         stop: decl.stop.clone(),
         restart: decl.restart.clone(),
         logs: absolute_logs(&decl.logs, &cwd),
-        cwd: Some(cwd),
+        cwd: Some(cwd.clone()),
     };
     Ok(AppSpec {
         name: decl.name.clone(),
         source: SourceRef { file: file.to_path_buf(), line: decl.pos.line, cli_created },
         instances: decl.instances,
         hash: spec_hash(&template),
+        max_memory: decl.max_memory,
+        watch: decl.watch.as_ref().map(|w| {
+            let paths = if w.paths.is_empty() { vec![cwd.clone()] } else { w.paths.iter().map(|p| cwd.join(p)).collect() };
+            WatchSpec { paths, ..w.clone() }
+        }),
         template,
     })
 }
