@@ -49,13 +49,22 @@ impl Monitor {
     /// Usage of each root's tree at `now`. Roots whose process is gone are
     /// left out; roots not passed in are forgotten (a reused pid starts over).
     pub fn sample(&mut self, roots: &[i32], now: Instant) -> HashMap<i32, Usage> {
-        let mut usage = HashMap::with_capacity(roots.len());
-        let mut previous = HashMap::with_capacity(roots.len());
-        for &root in roots {
+        let sets: Vec<(i32, Vec<i32>)> = roots.iter().map(|&r| (r, process_tree(r))).collect();
+        self.sample_sets(&sets, now)
+    }
+
+    /// Usage of explicit process sets, keyed by their root: what a cgroup
+    /// lists, which includes descendants that left the tree (double-forked
+    /// daemons).
+    pub fn sample_sets(&mut self, sets: &[(i32, Vec<i32>)], now: Instant) -> HashMap<i32, Usage> {
+        let mut usage = HashMap::with_capacity(sets.len());
+        let mut previous = HashMap::with_capacity(sets.len());
+        for (root, members) in sets {
+            let root = *root;
             let mut rss_pages = 0;
             let mut ticks = 0;
             let mut alive = false;
-            for pid in process_tree(root) {
+            for &pid in members {
                 let Some(stat) = read_stat(pid) else { continue };
                 let Some(pages) = read_rss_pages(pid) else {
                     continue;

@@ -65,10 +65,13 @@ impl Paths {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| user_home.join(".local/state"))
                     .join("procd");
-                let runtime = env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(|| state.clone());
+                let socket = match env::var_os("XDG_RUNTIME_DIR") {
+                    Some(runtime) => PathBuf::from(runtime).join("procd/procd.sock"),
+                    None => state.join("procd.sock"),
+                };
                 Paths {
                     config_dir,
-                    socket: runtime.join("procd").join("procd.sock"),
+                    socket,
                     log_dir: state.join("logs"),
                     state_dir: state,
                 }

@@ -126,6 +126,15 @@ pub struct StartArgs {
     /// Working directory (default: the current directory).
     #[arg(long)]
     pub cwd: Option<PathBuf>,
+    /// Restart the app when files under its working directory change.
+    #[arg(long)]
+    pub watch: bool,
+    /// A glob of paths `--watch` ignores (repeatable).
+    #[arg(long = "ignore-watch", value_name = "GLOB", requires = "watch")]
+    pub ignore_watch: Vec<String>,
+    /// Restart an instance whose memory passes SIZE (e.g. 300M).
+    #[arg(long = "max-memory-restart", value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Arguments passed to the script, after `--`.
     #[arg(last = true)]
     pub args: Vec<String>,

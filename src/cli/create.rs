@@ -19,6 +19,9 @@ pub fn start(client: &Client, args: StartArgs) -> Outcome {
         || args.instances.is_some()
         || args.interpreter.is_some()
         || !args.args.is_empty()
+        || args.cwd.is_some()
+        || args.watch
+        || args.max_memory.is_some()
         || (args.targets.len() == 1 && !known.contains(&args.targets[0]) && Path::new(&args.targets[0]).is_file());
     if !creating {
         return done(client.call(Request::Start { targets: args.targets })?);
@@ -65,6 +68,17 @@ fn app_kdl(script: &str, args: &StartArgs) -> Result<(String, String), CliError>
             Err(_) => {
                 let _ = writeln!(kdl, "    instances {}", quote(n));
             }
+        }
+    }
+    if let Some(m) = &args.max_memory {
+        let _ = writeln!(kdl, "    max-memory {}", quote(m));
+    }
+    if args.watch {
+        if args.ignore_watch.is_empty() {
+            let _ = writeln!(kdl, "    watch #true");
+        } else {
+            let globs: Vec<String> = args.ignore_watch.iter().map(|g| quote(g)).collect();
+            let _ = writeln!(kdl, "    watch #true {{\n        ignore {}\n    }}", globs.join(" "));
         }
     }
     kdl.push_str("}\n");

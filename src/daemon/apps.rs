@@ -123,14 +123,13 @@ impl Apps {
                 }
             }
         }
-        // Apps whose spec changed only outside the hash (source file, line)
-        // still show their new origin.
+        // What changed outside the hash (source file, policies such as
+        // max-memory and watch) applies without touching any instance.
         for (name, spec) in by_name {
             if let Some(app) = self.apps.get_mut(name)
                 && app.spec.hash == spec.hash
             {
-                app.spec.source = spec.source.clone();
-                app.spec.instances = spec.instances;
+                app.spec = spec.clone();
             }
         }
         self.draining.retain(|h| !h.join.is_finished());

@@ -10,9 +10,9 @@
 mod apps;
 mod report;
 mod requests;
+mod usage;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,7 +22,6 @@ use tokio::time::{Instant, sleep_until};
 use crate::control::server::{self, Incoming};
 use crate::logs::LogHub;
 use crate::logs::daemon_log::DaemonLog;
-use crate::monitor::{Monitor, Usage};
 use crate::paths::Paths;
 use crate::process::{self, Reaper};
 use crate::spec::{AppSpec, LoadOptions, Loader, SpecDir, SpecError};
@@ -31,6 +30,7 @@ use crate::supervisor::ExitRouter;
 use crate::watch::ConfigWatcher;
 
 use apps::Apps;
+use usage::{MemoryLimits, UsageMap};
 pub use apps::instance_context;
 
 /// Settings of one daemon run.
@@ -64,8 +64,6 @@ pub enum DaemonError {
     Watch(#[from] notify::Error),
 }
 
-/// Usage figures per pid, written by the monitor task.
-pub type UsageMap = Arc<Mutex<HashMap<i32, Usage>>>;
 
 /// The state the daemon loop owns.
 pub struct Daemon {
@@ -78,6 +76,8 @@ pub struct Daemon {
     errors: Vec<SpecError>,
     operator: OperatorState,
     usage: UsageMap,
+    /// `max-memory` of every app, read by the sampler.
+    limits: MemoryLimits,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -103,7 +103,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     });
     let usage: UsageMap = Arc::default();
-    tokio::spawn(sample_usage(router.clone(), usage.clone(), opts.sample_every));
+    let limits: MemoryLimits = Arc::default();
+    tokio::spawn(usage::sample_usage(router.clone(), usage.clone(), limits.clone(), opts.sample_every));
 
     let operator = OperatorState::load(&paths.state_file()).unwrap_or_else(|e| {
         tracing::error!("{e}; starting every declared app");
@@ -129,6 +130,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         errors: Vec::new(),
         operator,
         usage,
+        limits,
         opts,
     };
 
@@ -198,6 +200,17 @@ impl Daemon {
         }
         self.errors = loaded.errors;
         self.desired = loaded.apps;
+        // An operator stop is forgotten with its app (as `pm2 delete` does):
+        // a name declared again later starts.
+        let before = self.operator.stopped.len();
+        self.operator.stopped.retain(|name| self.desired.iter().any(|s| s.name == *name));
+        if self.operator.stopped.len() != before {
+            if let Err(e) = self.save_operator_state() {
+                tracing::error!("{e}");
+            }
+        }
+        *self.limits.lock().unwrap() =
+            self.desired.iter().filter_map(|s| s.max_memory.map(|m| (s.name.clone(), m))).collect();
         let actions = self.apps.plan(&self.desired);
         for a in &actions {
             tracing::info!("{a}");
@@ -237,16 +250,4 @@ fn base_env() -> Vec<(String, String)> {
     const PRIVATE: &[&str] =
         &["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"];
     std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect()
-}
-
-/// Samples memory and CPU of every running instance's process tree.
-async fn sample_usage(router: ExitRouter, usage: UsageMap, every: Duration) {
-    let mut monitor = Monitor::new();
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let pids = router.pids();
-        let sample = monitor.sample(&pids, std::time::Instant::now());
-        *usage.lock().unwrap() = sample;
-    }
 }

@@ -60,6 +60,10 @@ pub enum RestartReason {
     Operator,
     /// The app's spec hash changed.
     SpecChange,
+    /// The instance's process tree passed `max-memory`.
+    MemoryLimit { rss_bytes: u64, limit_bytes: u64 },
+    /// A file under the app's `watch` paths changed.
+    Watch { path: std::path::PathBuf },
 }
 
 impl fmt::Display for RestartReason {
@@ -69,8 +73,16 @@ impl fmt::Display for RestartReason {
             RestartReason::SpawnFailed { error } => write!(f, "spawn failed: {error}"),
             RestartReason::Operator => f.write_str("operator"),
             RestartReason::SpecChange => f.write_str("spec changed"),
+            RestartReason::MemoryLimit { rss_bytes, limit_bytes } => {
+                write!(f, "memory {} over the {} limit", mib(*rss_bytes), mib(*limit_bytes))
+            }
+            RestartReason::Watch { path } => write!(f, "watched file changed: {}", path.display()),
         }
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// What happened to the instance, as seen by its actor.

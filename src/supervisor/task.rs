@@ -45,6 +45,9 @@ pub enum Control {
     Start,
     Stop,
     Restart(RestartReason),
+    /// Restart only a running instance: a file change or a memory check
+    /// must never start an app an operator stopped.
+    RestartIfRunning(RestartReason),
     /// Take a new spec; restart with it if running (`restart`), or just keep
     /// it for the next start (an operator-stopped app).
     Replace {
@@ -80,23 +83,42 @@ pub struct InstanceView {
     pub alive: bool,
 }
 
-/// Routes exit statuses from the single reaper to the task owning the pid.
+/// Who owns a running leader pid.
+#[derive(Clone)]
+pub struct Route {
+    pub app: Arc<str>,
+    pub tx: mpsc::UnboundedSender<Control>,
+}
+
+impl Route {
+    pub fn send(&self, msg: Control) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// Routes exit statuses from the single reaper to the task owning the pid,
+/// and tells the monitor which pids are instance leaders.
 #[derive(Clone, Default)]
 pub struct ExitRouter {
-    routes: Arc<Mutex<HashMap<i32, mpsc::UnboundedSender<Control>>>>,
+    routes: Arc<Mutex<HashMap<i32, Route>>>,
 }
 
 impl ExitRouter {
-    fn register(&self, pid: i32, tx: mpsc::UnboundedSender<Control>) {
-        self.routes.lock().unwrap().insert(pid, tx);
+    fn register(&self, pid: i32, route: Route) {
+        self.routes.lock().unwrap().insert(pid, route);
     }
 
     /// Delivers a reaped exit; pids nobody owns (orphaned grandchildren the
     /// subreaper collected) are ignored.
     pub fn deliver(&self, pid: i32, status: ExitStatus) {
-        if let Some(tx) = self.routes.lock().unwrap().remove(&pid) {
-            let _ = tx.send(Control::Exited { pid, status });
+        if let Some(route) = self.routes.lock().unwrap().remove(&pid) {
+            route.send(Control::Exited { pid, status });
         }
+    }
+
+    /// Every running instance leader and its owner.
+    pub fn routes(&self) -> Vec<(i32, Route)> {
+        self.routes.lock().unwrap().iter().map(|(pid, r)| (*pid, r.clone())).collect()
     }
 }
 
@@ -214,6 +236,9 @@ impl InstanceTask {
             Control::Start => Some(Event::Start),
             Control::Stop => Some(Event::Stop),
             Control::Restart(reason) => Some(Event::Restart(reason)),
+            Control::RestartIfRunning(reason) => {
+                matches!(self.lc.status, Status::Starting | Status::Online).then_some(Event::Restart(reason))
+            }
             Control::Remove => {
                 self.removing = true;
                 Some(Event::Stop)
@@ -309,7 +334,8 @@ impl InstanceTask {
             Ok(launched) => {
                 // Registered before this task yields, so the reaper (on the
                 // same thread) cannot see the exit before the route exists.
-                self.router.register(launched.pid, self.tx.clone());
+                let route = Route { app: Arc::from(self.ctx.app.as_str()), tx: self.tx.clone() };
+                self.router.register(launched.pid, route);
                 self.pid = Some(launched.pid);
                 self.logs.attach(&self.ctx.app, self.ctx.index, &spec.logs, launched.stdout, launched.stderr);
                 self.view.lock().unwrap().error = None;
@@ -361,11 +387,4 @@ fn clean_up_group(pgid: i32, signal: i32, timeout: Duration) {
         }
         let _ = process::signal_group(pgid, libc_sigkill());
     });
-}
-
-impl ExitRouter {
-    /// The pids of every running instance leader.
-    pub fn pids(&self) -> Vec<i32> {
-        self.routes.lock().unwrap().keys().copied().collect()
-    }
 }
