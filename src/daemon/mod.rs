@@ -98,6 +98,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     tokio::spawn(async move {
         loop {
             for (pid, status) in reaper.reaped().await {
+                tracing::trace!(pid, "reaped: {status}");
                 reaper_router.deliver(pid, status);
             }
         }
