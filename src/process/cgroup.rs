@@ -142,9 +142,13 @@ impl InstanceCgroup {
     /// frozen processes still die of SIGKILL. Best effort: check
     /// [`populated`](Self::populated) for the outcome.
     pub fn kill_all(&self) {
-        if fs::write(self.path.join("cgroup.kill"), "1").is_ok() {
-            return;
+        if fs::write(self.path.join("cgroup.kill"), "1").is_err() {
+            self.kill_each();
         }
+    }
+
+    /// [`kill_all`](Self::kill_all) for kernels without `cgroup.kill`.
+    fn kill_each(&self) {
         let freeze = self.path.join("cgroup.freeze");
         let frozen = fs::write(&freeze, "1").is_ok();
         // Without a freezer a fork can race each pass; a few passes close it
@@ -326,5 +330,47 @@ mod tests {
         assert_ne!(escape("api.v2-0"), escape("api_v2-0"));
         assert_ne!(escape("a%2e"), escape("a."));
         assert_eq!(escape(""), "%");
+    }
+
+    /// The fallback of kernels before 5.14, run here on whatever kernel.
+    #[test]
+    fn kill_each_ends_every_process_without_cgroup_kill() {
+        let root = match CgroupRoot::detect(&format!("procd-unit-{}", std::process::id())) {
+            Ok(Some(root)) if nix::unistd::Uid::effective().is_root() => root,
+            _ => return eprintln!("skipping: needs root and a writable cgroup2 hierarchy"),
+        };
+        let cgroup = root.instance("kill-each").unwrap();
+        let argv = ["sleep".to_owned(), "1000".to_owned()];
+        let env = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+        let spec = crate::process::LaunchSpec {
+            argv: &argv,
+            cwd: Path::new("/"),
+            env: &env,
+            credentials: None,
+            cgroup: Some(&cgroup),
+        };
+        let pids: Vec<i32> = (0..2).filter_map(|_| crate::process::launch(&spec).ok().map(|l| l.pid)).collect();
+        // Polls until `done` or a shared deadline; asserts come after cleanup.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let poll = |done: &dyn Fn() -> bool| {
+            while !done() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        };
+        poll(&|| cgroup.pids().len() >= 2);
+        let seen = cgroup.pids();
+        cgroup.kill_each();
+        poll(&|| !cgroup.populated());
+        let populated = cgroup.populated();
+        for &pid in &pids {
+            poll(&|| !matches!(crate::process::try_reap(pid), Ok(None)));
+        }
+        let frozen = fs::read_to_string(cgroup.path().join("cgroup.freeze")).unwrap_or_default();
+        let removed = cgroup.remove().and_then(|()| root.remove());
+        assert_eq!(pids.len(), 2);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(!populated);
+        assert_ne!(frozen.trim(), "1", "left frozen");
+        removed.unwrap();
     }
 }
