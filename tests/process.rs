@@ -29,7 +29,7 @@ fn argv(words: &[&str]) -> Vec<String> {
 
 fn start(words: &[&str], cwd: &Path, env: &[(String, String)]) -> Launched {
     let argv = argv(words);
-    let spec = LaunchSpec { argv: &argv, cwd, env, credentials: None };
+    let spec = LaunchSpec { argv: &argv, cwd, env, credentials: None, cgroup: None };
     launch(&spec).unwrap_or_else(|e| panic!("launching {words:?}: {e}"))
 }
 
@@ -170,7 +170,7 @@ fn launch_failures_name_the_program() {
     let fail = |words: &[&str], cwd: &Path| {
         let argv = argv(words);
         let env = base_env();
-        let spec = LaunchSpec { argv: &argv, cwd, env: &env, credentials: None };
+        let spec = LaunchSpec { argv: &argv, cwd, env: &env, credentials: None, cgroup: None };
         launch(&spec).expect_err("launch should fail")
     };
 
@@ -231,7 +231,7 @@ async fn runs_as_the_given_user() {
     let creds = resolve_credentials(Some("nobody"), None, &[]).unwrap().unwrap();
     let argv = argv(&["sh", "-c", "id -u; id -g; id -G"]);
     let env = base_env();
-    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: Some(&creds) };
+    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: Some(&creds), cgroup: None };
     let child = launch(&spec).unwrap();
     let groups: Vec<String> = creds.groups.iter().map(u32::to_string).collect();
     let want = format!("{}\n{}\n{}\n", creds.uid, creds.gid, groups.join(" "));

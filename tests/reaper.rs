@@ -14,7 +14,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 fn sh(script: &str) -> Launched {
     let argv: Vec<String> = ["sh", "-c", script].map(String::from).into();
     let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: None };
+    let spec = LaunchSpec { argv: &argv, cwd: Path::new("/"), env: &env, credentials: None, cgroup: None };
     launch(&spec).unwrap()
 }
 

@@ -13,6 +13,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -23,8 +24,11 @@ use super::Credentials;
 /// The setup steps that can fail in the child, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
+    /// Writing 0 to the instance cgroup's `cgroup.procs`: first, while still
+    /// privileged, and before the app can fork anything that escapes it.
+    JoinCgroup = 1,
     /// `setsid`: a new session and process group led by the child.
-    Setsid = 1,
+    Setsid,
     /// `setgroups`: supplementary groups, while still privileged.
     Setgroups,
     /// `setgid`, before `setuid` gives up the right to change it.
@@ -37,7 +41,8 @@ pub(super) enum Step {
     Cloexec,
 }
 
-const STEPS: [Step; 6] = [Step::Setsid, Step::Setgroups, Step::Setgid, Step::Setuid, Step::Chdir, Step::Cloexec];
+const STEPS: [Step; 7] =
+    [Step::JoinCgroup, Step::Setsid, Step::Setgroups, Step::Setgid, Step::Setuid, Step::Chdir, Step::Cloexec];
 
 /// Bits of the reported errno below the folded-in [`Step`].
 const STEP_SHIFT: u32 = 16;
@@ -46,6 +51,7 @@ impl Step {
     /// The system call's name, for error messages.
     pub(super) fn name(self) -> &'static str {
         match self {
+            Step::JoinCgroup => "join cgroup",
             Step::Setsid => "setsid",
             Step::Setgroups => "setgroups",
             Step::Setgid => "setgid",
@@ -80,11 +86,18 @@ pub(super) struct ChildSetup {
     nsig: libc::c_int,
     /// Highest fd to mark close-on-exec if `close_range` is missing (< 5.11).
     fd_limit: libc::c_int,
+    /// The instance cgroup's `cgroup.procs`, opened close-on-exec by the
+    /// parent (the kernel checks the opener's rights); `None` without cgroup.
+    cgroup_procs: Option<OwnedFd>,
 }
 
 impl ChildSetup {
     /// Prepares the setup; fails only if `cwd` contains a NUL byte.
-    pub(super) fn new(cwd: &Path, creds: Option<&Credentials>) -> io::Result<ChildSetup> {
+    pub(super) fn new(
+        cwd: &Path,
+        creds: Option<&Credentials>,
+        cgroup_procs: Option<OwnedFd>,
+    ) -> io::Result<ChildSetup> {
         let cwd =
             CString::new(cwd.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let fd_limit = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -96,12 +109,14 @@ impl ChildSetup {
             creds: creds.map(|c| (c.groups.clone(), c.gid, c.uid)),
             nsig: libc::SIGRTMAX() + 1,
             fd_limit,
+            cgroup_procs,
         })
     }
 
     /// Runs in the child after `fork`, after `std` has set up fds 0–2.
     ///
     /// Order matters: signals first so no handler of the daemon runs here;
+    /// the cgroup next, while privileged and before anything can fork;
     /// groups, gid, then uid, since each needs the privilege the next drops;
     /// `chdir` as the app's user.
     pub(super) fn run(&self) -> io::Result<()> {
@@ -112,6 +127,13 @@ impl ChildSetup {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut set);
             libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+
+            // Writing "0" moves the writer itself into the cgroup.
+            if let Some(procs) = &self.cgroup_procs
+                && libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(Step::JoinCgroup.failed());
+            }
 
             if libc::setsid() == -1 {
                 return Err(Step::Setsid.failed());

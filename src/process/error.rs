@@ -73,7 +73,20 @@ pub enum ProcessError {
         daemon_uid: u32,
     },
 
-    /// A step of the child's setup before `exec` failed (`setsid`,
+    /// The instance's cgroup could not be opened for the child to join
+    /// (removed behind procd's back, or not writable).
+    #[error("cannot launch `{program}`: cannot open {}: {source}", path.display())]
+    Cgroup {
+        /// `argv[0]` as written in the spec.
+        program: String,
+        /// The cgroup's `cgroup.procs`.
+        path: PathBuf,
+        /// The error of `open`.
+        source: io::Error,
+    },
+
+    /// A step of the child's setup before `exec` failed (joining the
+    /// cgroup, `setsid`,
     /// `setgroups`, `setgid`, `setuid`, marking fds close-on-exec).
     #[error("cannot launch `{program}`: {step} failed in the child: {source}")]
     ChildSetup {

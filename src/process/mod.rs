@@ -10,6 +10,8 @@
 //! - `creds.rs`: turning `user`/`group`/`groups` names into numeric [`Credentials`].
 //! - `spawn.rs` and its child-side half `child.rs`: [`launch`] one app instance
 //!   in a new session with two output pipes.
+//! - `cgroup.rs`: the daemon's cgroup v2 subtree and one [`InstanceCgroup`]
+//!   per instance, where the host has a writable cgroup2 hierarchy.
 //! - `signal.rs`: signalling a whole process group, signal names.
 //! - `reap.rs`: the daemon's single [`Reaper`] and [`ExitStatus`].
 //! - `peer.rs`: Unix socket peers and permissions, for the control socket.
@@ -24,9 +26,11 @@
 //!   `current_thread` runtime): `std` waits by pid for a child whose `exec`
 //!   failed, and a `waitpid(-1)` on another thread in that window would make
 //!   it panic.
-//! - A stop signals the group ([`signal_group`]), never the leader alone.
+//! - A stop signals the group ([`signal_group`]), never the leader alone,
+//!   and with a cgroup every process in it ([`InstanceCgroup::kill_all`]).
 #![allow(unsafe_code)]
 
+mod cgroup;
 mod child;
 mod creds;
 mod error;
@@ -36,6 +40,7 @@ mod reap;
 mod signal;
 mod spawn;
 
+pub use cgroup::{CgroupError, CgroupRoot, InstanceCgroup};
 pub use creds::{Credentials, resolve_credentials};
 pub use error::ProcessError;
 pub use host::{clock_ticks_per_second, cpu_count, current_uid, page_size, release_free_memory};

@@ -18,7 +18,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::{Gid, Uid, pipe2};
 
 use super::child::{ChildSetup, Step, split};
-use super::{Credentials, ProcessError};
+use super::{Credentials, InstanceCgroup, ProcessError};
 
 /// Capacity asked for each output pipe, so that a burst of output does not
 /// block the app while the daemon is busy; pages are only used when filled.
@@ -39,6 +39,9 @@ pub struct LaunchSpec<'a> {
     pub env: &'a [(String, String)],
     /// Who to run as; `None` keeps the daemon's uid, gid and groups.
     pub credentials: Option<&'a Credentials>,
+    /// The instance's cgroup, joined before `exec` so that every descendant
+    /// is found and killed by a stop; `None` relies on the process group.
+    pub cgroup: Option<&'a InstanceCgroup>,
 }
 
 /// A started instance: its pid and the read ends of its output.
@@ -63,11 +66,9 @@ pub struct Launched {
 pub fn launch(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
     let program = spec.argv.first().ok_or(ProcessError::EmptyArgv)?;
     let executable = find_program(program, spec.env, spec.cwd)?;
-    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials)).map_err(|source| ProcessError::Chdir {
-        program: program.clone(),
-        cwd: spec.cwd.to_owned(),
-        source,
-    })?;
+    let cgroup_procs = spec.cgroup.map(|c| open_procs(c.path(), program)).transpose()?;
+    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials), cgroup_procs)
+        .map_err(|source| ProcessError::Chdir { program: program.clone(), cwd: spec.cwd.to_owned(), source })?;
     let pipe_err = |source| ProcessError::Pipe { program: program.clone(), source };
     let (stdout, stdout_w) = output_pipe().map_err(pipe_err)?;
     let (stderr, stderr_w) = output_pipe().map_err(pipe_err)?;
@@ -99,6 +100,14 @@ fn switch_to(credentials: Option<&Credentials>) -> Option<&Credentials> {
     let euid = Uid::effective();
     let own = c.uid == euid.as_raw() && c.gid == Gid::effective().as_raw();
     if own && !euid.is_root() { None } else { Some(c) }
+}
+
+/// Opens `cgroup.procs` of the instance's cgroup for the child to join.
+fn open_procs(cgroup: &Path, program: &str) -> Result<OwnedFd, ProcessError> {
+    let path = cgroup.join("cgroup.procs");
+    let file = std::fs::OpenOptions::new().write(true).open(&path);
+    // std opens with O_CLOEXEC: the fd reaches the child, not the app.
+    file.map(OwnedFd::from).map_err(|source| ProcessError::Cgroup { program: program.to_owned(), path, source })
 }
 
 /// One output pipe: `(read end for the daemon, write end for the child)`.
@@ -197,7 +206,8 @@ mod tests {
     fn denied_credential_change_reads_as_missing_privilege() {
         let creds = Credentials { uid: 65534, gid: 65534, groups: vec![] };
         let argv = vec!["app".to_owned()];
-        let spec = LaunchSpec { argv: &argv, cwd: Path::new("/srv/app"), env: &[], credentials: Some(&creds) };
+        let spec =
+            LaunchSpec { argv: &argv, cwd: Path::new("/srv/app"), env: &[], credentials: Some(&creds), cgroup: None };
         let folded = |step: Step, errno: i32| std::io::Error::from_raw_os_error(((step as i32) << 16) | errno);
         let err = spawn_error(folded(Step::Setgroups, libc::EPERM), "app", &spec);
         assert!(matches!(err, ProcessError::NotPrivileged { uid: 65534, .. }), "{err}");
@@ -210,7 +220,7 @@ mod tests {
 
     #[test]
     fn empty_argv_is_an_error() {
-        let spec = LaunchSpec { argv: &[], cwd: Path::new("/"), env: &[], credentials: None };
+        let spec = LaunchSpec { argv: &[], cwd: Path::new("/"), env: &[], credentials: None, cgroup: None };
         assert!(matches!(launch(&spec), Err(ProcessError::EmptyArgv)));
     }
 }

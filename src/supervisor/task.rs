@@ -329,7 +329,7 @@ impl InstanceTask {
         let spec = &self.ctx.spec;
         let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
         let launch =
-            LaunchSpec { argv: &spec.argv, cwd: &cwd, env: &self.ctx.env, credentials: self.ctx.credentials.as_ref() };
+            LaunchSpec { argv: &spec.argv, cwd: &cwd, env: &self.ctx.env, credentials: self.ctx.credentials.as_ref(), cgroup: None };
         match process::launch(&launch) {
             Ok(launched) => {
                 // Registered before this task yields, so the reaper (on the
