@@ -114,6 +114,34 @@ async fn a_directory_created_after_start_is_watched() {
 
     fs::write(root.join("new/deep/c.js"), "x").unwrap();
     assert_eq!(next_path(&mut rx).await, root.join("new/deep/c.js"));
+
+    // Removed and created again (a build's `rm -rf out && mkdir out`): a new inode, watched anew.
+    fs::remove_dir_all(root.join("new")).unwrap();
+    assert!(next_path(&mut rx).await.starts_with(root.join("new")));
+    fs::create_dir_all(root.join("new/deep")).unwrap();
+    assert_eq!(next_path(&mut rx).await, root.join("new"));
+    fs::write(root.join("new/deep/d.js"), "x").unwrap();
+    assert_eq!(next_path(&mut rx).await, root.join("new/deep/d.js"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_constantly_written_tree_still_restarts() {
+    let (_dir, root) = temp_root();
+    let (_watcher, mut rx) = start(&spec(&[&root]), Vec::new());
+    let started = tokio::time::Instant::now();
+    let mut writes = tokio::time::interval(DEBOUNCE / 4);
+    let path = loop {
+        tokio::select! {
+            event = rx.recv() => break event.expect("the watcher's channel closed").path,
+            _ = writes.tick() => {
+                assert!(started.elapsed() < EVENT_DEADLINE, "no event while the tree kept changing");
+                fs::write(root.join(format!("f{}.js", started.elapsed().as_millis())), "x").unwrap();
+            }
+        }
+    };
+    assert!(path.starts_with(&root), "{path:?}");
+    // Cut at ten quiet times after the first write, not at the end of the writes.
+    assert!(started.elapsed() < 15 * DEBOUNCE, "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "current_thread")]
