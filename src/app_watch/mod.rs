@@ -200,13 +200,22 @@ impl Filter {
         AppWatchError::Watch { path, source }
     }
 
+    /// Watches a root's tree, and the directory holding the root: a file is
+    /// watched only through it, and for a directory it is the only watch
+    /// that sees the root itself replaced (`rm -rf dist && mkdir dist`, or
+    /// `ln -sfn` swapping a symlinked root), which then gets walked anew.
     fn watch_root(&self, watcher: &mut dyn Watcher, root: &Root) -> Result<(), AppWatchError> {
-        if root.is_dir {
-            tree::watch_tree(watcher, &root.path, &root.path, &self.rules, self.follow_symlinks)?;
-            return Ok(());
-        }
         let parent = root.path.parent().unwrap_or(Path::new("/"));
-        watcher.watch(parent, RecursiveMode::NonRecursive).map_err(|e| AppWatchError::from_notify(parent, e))
+        if !root.is_dir {
+            let watched = watcher.watch(parent, RecursiveMode::NonRecursive);
+            return watched.map_err(|e| AppWatchError::from_notify(parent, e));
+        }
+        tree::watch_tree(watcher, &root.path, &root.path, &self.rules, self.follow_symlinks)?;
+        // Only a safety net for a directory root: not fatal (`/` has no parent).
+        if let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive) {
+            tracing::debug!("not watching {} for replacements of {}: {e}", parent.display(), root.path.display());
+        }
+        Ok(())
     }
 
     /// The watched root `path` lies in, if any (a file root's parent also
@@ -253,7 +262,9 @@ impl Filter {
         if !matches!(kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))) {
             return false;
         }
-        let is_dir = if self.follow_symlinks { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
+        // A root is followed even if it is a symlink: the operator named it.
+        let follow = self.follow_symlinks || self.roots.iter().any(|r| r.path == path);
+        let is_dir = if follow { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
         is_dir.is_ok_and(|meta| meta.is_dir())
     }
 }
@@ -296,6 +307,12 @@ fn watch_new_dir(filter: Arc<Filter>, watcher: Weak<Mutex<Box<dyn Watcher + Send
     tokio::task::spawn_blocking(move || {
         let (Some(watcher), Some(root)) = (watcher.upgrade(), filter.root_of(&dir)) else { return };
         let mut watcher = watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if dir == root.path {
+            // A replaced root (a swapped symlink): drop the watch on the old
+            // target, or its writes would still restart the app. Subdirs of
+            // the old target keep theirs; they are rarely written again.
+            let _ = watcher.unwatch(&dir);
+        }
         if let Err(e) = tree::watch_tree(&mut **watcher, &root.path, &dir, &filter.rules, filter.follow_symlinks) {
             tracing::warn!("not watching new directory {}: {e}", dir.display());
         }

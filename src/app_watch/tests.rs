@@ -125,6 +125,43 @@ async fn a_directory_created_after_start_is_watched() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_root_directory_replaced_after_start_is_watched_again() {
+    let (_dir, parent) = temp_root();
+    let root = parent.join("dist");
+    fs::create_dir(&root).unwrap();
+    let (_watcher, mut rx) = start(&spec(&[&root]), Vec::new());
+
+    fs::write(parent.join("beside.js"), "x").unwrap();
+    assert_quiet(&mut rx).await;
+
+    fs::remove_dir(&root).unwrap();
+    fs::create_dir(&root).unwrap();
+    assert_eq!(next_path(&mut rx).await, root);
+    fs::write(root.join("a.js"), "x").unwrap();
+    assert_eq!(next_path(&mut rx).await, root.join("a.js"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_symlinked_root_is_followed_across_a_swap() {
+    let (_dir, parent) = temp_root();
+    for generation in ["g1", "g2"] {
+        fs::create_dir(parent.join(generation)).unwrap();
+    }
+    let root = parent.join("current");
+    std::os::unix::fs::symlink(parent.join("g1"), &root).unwrap();
+    let (_watcher, mut rx) = start(&spec(&[&root]), Vec::new());
+
+    // `ln -sfn g2 current`: a temp link renamed over the root.
+    std::os::unix::fs::symlink(parent.join("g2"), parent.join("current.tmp")).unwrap();
+    fs::rename(parent.join("current.tmp"), &root).unwrap();
+    assert_eq!(next_path(&mut rx).await, root);
+    fs::write(parent.join("g1/old.js"), "x").unwrap();
+    assert_quiet(&mut rx).await;
+    fs::write(parent.join("g2/a.js"), "x").unwrap();
+    assert_eq!(next_path(&mut rx).await, root.join("a.js"));
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_constantly_written_tree_still_restarts() {
     let (_dir, root) = temp_root();
     let (_watcher, mut rx) = start(&spec(&[&root]), Vec::new());
