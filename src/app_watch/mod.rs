@@ -7,7 +7,7 @@
 //!
 //! notify calls back on its own thread; the callback filters the event
 //! (cheap, pure but for a `stat` on creations) and sends each relevant path
-//! into an unbounded channel, so it never waits on the runtime. One task per
+//! ([`filter`]) into an unbounded channel, so it never waits on the runtime. One task per
 //! app drains the channel through [`debounce::Debounce`] and sends one
 //! [`WatchEvent`] per burst. With inotify the tree is watched directory by
 //! directory ([`tree`]); a directory created later is walked and watched on
@@ -16,6 +16,7 @@
 //! itself already counts as a change, so the restart is not lost.
 
 mod debounce;
+mod filter;
 mod ignore;
 mod tree;
 
@@ -26,15 +27,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use notify::event::ModifyKind;
-use notify::{Event, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::spec::WatchSpec;
 use debounce::Debounce;
-use ignore::IgnoreRules;
+use filter::{Change, Filter};
 
 /// Poll mode re-reads the whole tree at every interval, which is what
 /// network file systems cost; the interval is the debounce but never under
@@ -147,125 +147,6 @@ impl AppWatcher {
 impl Drop for AppWatcher {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// One watched path, as validated at start.
-#[derive(Debug)]
-struct Root {
-    path: PathBuf,
-    /// A single file is watched through its parent directory: editors
-    /// replace files by renaming, which a watch on the file itself would
-    /// miss after the first save.
-    is_dir: bool,
-}
-
-/// A relevant change, from notify's thread to the debounce task.
-#[derive(Debug)]
-struct Change {
-    path: PathBuf,
-    /// `path` is a new directory (or the tree may have been missed, after an
-    /// inotify overflow) and needs watches.
-    walk: bool,
-}
-
-/// What notify's callback needs to decide whether an event matters.
-#[derive(Debug)]
-struct Filter {
-    roots: Vec<Root>,
-    rules: IgnoreRules,
-    follow_symlinks: bool,
-    poll: bool,
-}
-
-impl Filter {
-    fn new(spec: &WatchSpec, own_files: Vec<PathBuf>) -> Result<Filter, AppWatchError> {
-        let rules = IgnoreRules::new(&spec.ignore, own_files)?;
-        let roots = spec
-            .paths
-            .iter()
-            .map(|path| match std::fs::metadata(path) {
-                Ok(meta) => Ok(Root { path: path.clone(), is_dir: meta.is_dir() }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(AppWatchError::Missing { path: path.clone() })
-                }
-                Err(source) => Err(AppWatchError::Read { path: path.clone(), source }),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Filter { roots, rules, follow_symlinks: spec.follow_symlinks, poll: spec.poll })
-    }
-
-    fn init_error(&self, source: notify::Error) -> AppWatchError {
-        let path = self.roots.first().map(|r| r.path.clone()).unwrap_or_default();
-        AppWatchError::Watch { path, source }
-    }
-
-    /// Watches a root's tree, and the directory holding the root: a file is
-    /// watched only through it, and for a directory it is the only watch
-    /// that sees the root itself replaced (`rm -rf dist && mkdir dist`, or
-    /// `ln -sfn` swapping a symlinked root), which then gets walked anew.
-    fn watch_root(&self, watcher: &mut dyn Watcher, root: &Root) -> Result<(), AppWatchError> {
-        let parent = root.path.parent().unwrap_or(Path::new("/"));
-        if !root.is_dir {
-            let watched = watcher.watch(parent, RecursiveMode::NonRecursive);
-            return watched.map_err(|e| AppWatchError::from_notify(parent, e));
-        }
-        tree::watch_tree(watcher, &root.path, &root.path, &self.rules, self.follow_symlinks)?;
-        // Only a safety net for a directory root: not fatal (`/` has no parent).
-        if let Err(e) = watcher.watch(parent, RecursiveMode::NonRecursive) {
-            tracing::debug!("not watching {} for replacements of {}: {e}", parent.display(), root.path.display());
-        }
-        Ok(())
-    }
-
-    /// The watched root `path` lies in, if any (a file root's parent also
-    /// reports its siblings, which are not watched).
-    fn root_of(&self, path: &Path) -> Option<&Root> {
-        self.roots.iter().find(|r| if r.is_dir { path.starts_with(&r.path) } else { path == r.path })
-    }
-
-    /// notify's callback: runs on notify's thread, never blocks on the runtime.
-    fn forward(&self, res: notify::Result<Event>, changes: &UnboundedSender<Change>) {
-        let event = match res {
-            Ok(event) => event,
-            Err(e) => return tracing::warn!("file watch error: {e}"),
-        };
-        if event.need_rescan() {
-            // The kernel dropped events: some change (maybe a new directory)
-            // was missed. Count it as a change and re-walk every tree.
-            for root in self.roots.iter().filter(|r| r.is_dir) {
-                let _ = changes.send(Change { path: root.path.clone(), walk: !self.poll });
-            }
-            return;
-        }
-        // Opens and reads (even by the app itself) are not changes.
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        for path in event.paths {
-            let Some(root) = self.root_of(&path) else { continue };
-            if self.rules.is_ignored(&root.path, &path) {
-                continue;
-            }
-            // A poller sees a directory's mtime move with every entry added
-            // or removed, which is reported on its own and names the file.
-            if self.poll && matches!(event.kind, EventKind::Modify(_)) && path.is_dir() {
-                continue;
-            }
-            let walk = !self.poll && self.is_new_dir(&event.kind, &path);
-            let _ = changes.send(Change { path, walk });
-        }
-    }
-
-    /// A directory created or moved into the tree, that must be walked.
-    fn is_new_dir(&self, kind: &EventKind, path: &Path) -> bool {
-        if !matches!(kind, EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))) {
-            return false;
-        }
-        // A root is followed even if it is a symlink: the operator named it.
-        let follow = self.follow_symlinks || self.roots.iter().any(|r| r.path == path);
-        let is_dir = if follow { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
-        is_dir.is_ok_and(|meta| meta.is_dir())
     }
 }
 
