@@ -5,10 +5,10 @@
 //!
 //! # Theory of Operation
 //!
-//! notify calls back on its own thread; the callback filters the event
-//! (cheap, pure but for a `stat` on creations) and sends each relevant path
-//! ([`filter`]) into an unbounded channel, so it never waits on the runtime. One task per
-//! app drains the channel through [`debounce::Debounce`] and sends one
+//! notify calls back on its own thread; the callback ([`filter`]) filters
+//! the event (cheap, pure but for a `stat` on creations) and sends each
+//! relevant path into an unbounded channel, so it never waits on the
+//! runtime. One task per app drains the channel through [`debounce::Debounce`] and sends one
 //! [`WatchEvent`] per burst. With inotify the tree is watched directory by
 //! directory ([`tree`]); a directory created later is walked and watched on
 //! the blocking pool, since adding watches waits on notify's thread. Files
