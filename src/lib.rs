@@ -40,6 +40,7 @@
 //! KDL files in the state dir, reconciled like conf.d files.
 #![deny(unsafe_code)]
 
+pub mod app_watch;
 pub mod cli;
 pub mod control;
 pub mod daemon;
