@@ -17,8 +17,11 @@ fn main() {
     std::fs::create_dir_all(&conf).unwrap();
     // Twenty kills within a second each would otherwise make the app
     // "errored" after PM2's 16 unstable restarts, as they should.
-    std::fs::write(conf.join("r.kdl"), "app \"r\" {\n    run \"sleep\" \"100000\"\n    restart { max-restarts 1000; }\n}\n")
-        .unwrap();
+    std::fs::write(
+        conf.join("r.kdl"),
+        "app \"r\" {\n    run \"sleep\" \"100000\"\n    restart { max-restarts 1000; }\n}\n",
+    )
+    .unwrap();
     let home = dir.path().join("home");
     let daemon = Command::new(BIN)
         .args(["daemon", "--config-dir"])

@@ -69,12 +69,7 @@ impl Paths {
                     Some(runtime) => PathBuf::from(runtime).join("procd/procd.sock"),
                     None => state.join("procd.sock"),
                 };
-                Paths {
-                    config_dir,
-                    socket,
-                    log_dir: state.join("logs"),
-                    state_dir: state,
-                }
+                Paths { config_dir, socket, log_dir: state.join("logs"), state_dir: state }
             }
         }
     }

@@ -97,12 +97,16 @@ fn a_memory_hog_is_restarted_soon_after_crossing_its_limit() {
             crossed.display()
         ),
     );
-    d.write("hog.kdl", &format!("app \"hog\" {{\n    run \"python3\" \"{}\"\n    max-memory \"64M\"\n}}\n", hog.display()));
+    d.write(
+        "hog.kdl",
+        &format!("app \"hog\" {{\n    run \"python3\" \"{}\"\n    max-memory \"64M\"\n}}\n", hog.display()),
+    );
     let first = d.wait_online("hog", 1)[0];
     d.wait_until("hog restarted", Duration::from_secs(15), || {
         d.app("hog").is_some_and(|a| a["instances"][0]["pid"].as_i64().is_some_and(|p| p != first))
     });
-    let restarted_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
+    let restarted_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0;
     let crossed_at = starts(&crossed)[0];
     assert!(restarted_at - crossed_at < 2000.0, "restart {:.0} ms after crossing", restarted_at - crossed_at);
     let reason = d.app("hog").unwrap()["instances"][0]["last_restart_reason"].as_str().unwrap().to_string();
@@ -111,7 +115,10 @@ fn a_memory_hog_is_restarted_soon_after_crossing_its_limit() {
 
 #[test]
 fn a_memory_check_never_starts_a_stopped_app() {
-    let d = Daemon::start_with(&[("m.kdl", "app \"m\" {\n    run \"sleep\" \"1000\"\n    max-memory \"1K\" every=\"100ms\"\n}\n")], &[]);
+    let d = Daemon::start_with(
+        &[("m.kdl", "app \"m\" {\n    run \"sleep\" \"1000\"\n    max-memory \"1K\" every=\"100ms\"\n}\n")],
+        &[],
+    );
     d.wait_until("restarted for memory", Duration::from_secs(10), || {
         d.app("m").is_some_and(|a| a["instances"][0]["restarts"].as_u64() >= Some(1))
     });

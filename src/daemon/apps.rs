@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::logs::LogHub;
-use crate::process;
+use crate::process::{self, CgroupRoot};
 use crate::reconcile::{Action, DesiredApp, ObservedApp};
 use crate::spec::AppSpec;
 use crate::supervisor::task::Control;
@@ -29,6 +29,8 @@ pub struct Apps {
     pub router: ExitRouter,
     /// The daemon's own environment, the base of every instance's.
     pub base_env: Vec<(String, String)>,
+    /// The daemon's cgroup subtree, when the host has a writable cgroup v2.
+    pub cgroups: Option<Arc<CgroupRoot>>,
     pub cpus: u32,
 }
 
@@ -98,7 +100,7 @@ impl Apps {
                         .or_insert_with(|| AppRuntime { spec: (*spec).clone(), instances: BTreeMap::new() });
                     app.spec = (*spec).clone();
                     for &i in indices {
-                        let ctx = instance_context(&self.base_env, spec, i);
+                        let ctx = instance_context(&self.base_env, self.cgroups.clone(), spec, i);
                         let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.router.clone());
                         if runs {
                             handle.send(Control::Start);
@@ -113,7 +115,7 @@ impl Apps {
                     app.spec = (*spec).clone();
                     for i in indices {
                         if let Some(handle) = app.instances.get(i) {
-                            let ctx = Box::new(instance_context(&self.base_env, spec, *i));
+                            let ctx = Box::new(instance_context(&self.base_env, self.cgroups.clone(), spec, *i));
                             handle.send(Control::Replace { ctx, restart: runs });
                             if runs {
                                 started.push((name.to_string(), *i));
@@ -159,7 +161,12 @@ impl Apps {
 
 /// The environment and identity instance `index` of `spec` runs with. The
 /// same function serves `procd env`, so what it prints is what runs.
-pub fn instance_context(base_env: &[(String, String)], spec: &AppSpec, index: u32) -> InstanceContext {
+pub fn instance_context(
+    base_env: &[(String, String)],
+    cgroups: Option<Arc<CgroupRoot>>,
+    spec: &AppSpec,
+    index: u32,
+) -> InstanceContext {
     let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
     let (credentials, credential_error) = match process::resolve_credentials(
         spec.template.user.as_deref(),
@@ -183,5 +190,6 @@ pub fn instance_context(base_env: &[(String, String)], spec: &AppSpec, index: u3
         env: Arc::new(env.into_iter().collect()),
         credentials,
         credential_error,
+        cgroups,
     }
 }

@@ -12,6 +12,7 @@ mod report;
 mod requests;
 mod usage;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,19 +20,22 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use crate::app_watch::{AppWatcher, WatchEvent};
 use crate::control::server::{self, Incoming};
 use crate::logs::LogHub;
 use crate::logs::daemon_log::DaemonLog;
 use crate::paths::Paths;
 use crate::process::{self, Reaper};
-use crate::spec::{AppSpec, LoadOptions, Loader, SpecDir, SpecError};
+use crate::spec::{AppSpec, LoadOptions, Loader, SpecDir, SpecError, WatchSpec};
 use crate::state::OperatorState;
 use crate::supervisor::ExitRouter;
+use crate::supervisor::RestartReason;
+use crate::supervisor::task::Control;
 use crate::watch::ConfigWatcher;
 
 use apps::Apps;
-use usage::{MemoryLimits, UsageMap};
 pub use apps::instance_context;
+use usage::{MemoryLimits, UsageMap};
 
 /// Settings of one daemon run.
 #[derive(Clone)]
@@ -64,7 +68,6 @@ pub enum DaemonError {
     Watch(#[from] notify::Error),
 }
 
-
 /// The state the daemon loop owns.
 pub struct Daemon {
     opts: DaemonOptions,
@@ -78,6 +81,13 @@ pub struct Daemon {
     usage: UsageMap,
     /// `max-memory` of every app, read by the sampler.
     limits: MemoryLimits,
+    /// One file watcher per app with `watch`, with the spec it was made from.
+    watchers: HashMap<String, (WatchSpec, AppWatcher)>,
+    /// Where the watchers report changes.
+    watch_tx: mpsc::UnboundedSender<WatchEvent>,
+    /// Watchers that could not start (a missing path), shown with the
+    /// config errors until fixed.
+    watch_errors: Vec<SpecError>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -115,6 +125,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         SpecDir { path: paths.config_dir.clone(), cli_created: false },
         SpecDir { path: paths.cli_apps_dir(), cli_created: true },
     ];
+    let (app_watch_tx, mut app_watch_rx) = mpsc::unbounded_channel();
     let load_opts = LoadOptions { env_profile: opts.env_profile.clone(), ..LoadOptions::default() };
     let mut daemon = Daemon {
         loader: Loader::new(load_opts),
@@ -125,6 +136,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             logs: LogHub::new(paths.log_dir.clone()),
             router,
             base_env: base_env(),
+            cgroups: detect_cgroups(&paths),
             cpus: process::cpu_count(),
         },
         desired: Vec::new(),
@@ -132,6 +144,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         operator,
         usage,
         limits,
+        watchers: HashMap::new(),
+        watch_tx: app_watch_tx,
+        watch_errors: Vec::new(),
         opts,
     };
 
@@ -171,6 +186,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 watcher.refresh();
                 daemon.rescan();
             }
+            Some(event) = app_watch_rx.recv() => daemon.on_file_change(event),
             _ = periodic.tick() => {
                 daemon.rescan();
             }
@@ -184,7 +200,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("stopping every app");
+    daemon.watchers.clear();
     daemon.shutdown().await;
+    if let Some(cgroups) = &daemon.apps.cgroups {
+        let _ = cgroups.remove();
+    }
     let _ = std::fs::remove_file(&daemon.opts.paths.socket);
     Ok(())
 }
@@ -193,6 +213,7 @@ impl Daemon {
     /// Re-reads every spec file and applies the difference; returns the
     /// plan and the instances it started or restarted.
     fn rescan(&mut self) -> (Vec<crate::reconcile::Action>, Vec<(String, u32)>) {
+        tracing::debug!("rescanning the config");
         let loaded = self.loader.load(&self.dirs);
         if loaded.errors != self.errors {
             for e in &loaded.errors {
@@ -217,8 +238,52 @@ impl Daemon {
             tracing::info!("{a}");
         }
         let started = self.apps.apply(&actions, &self.desired, &self.operator.stopped);
+        self.sync_watchers();
+        self.errors.extend(self.watch_errors.iter().cloned());
         process::release_free_memory();
         (actions, started)
+    }
+
+    /// Makes the file watchers match the apps' `watch` settings: new ones
+    /// started, changed ones replaced, removed ones dropped. An app's own
+    /// log files are never watched.
+    fn sync_watchers(&mut self) {
+        self.watchers
+            .retain(|name, (spec, _)| self.desired.iter().any(|s| s.name == *name && s.watch.as_ref() == Some(spec)));
+        self.watch_errors.clear();
+        for spec in &self.desired {
+            let Some(watch) = &spec.watch else { continue };
+            if self.watchers.contains_key(&spec.name) {
+                continue;
+            }
+            let count = spec.instances.resolve(self.apps.cpus);
+            let own_files = (0..count)
+                .flat_map(|i| {
+                    let p = self.apps.logs.paths(&spec.name, i, &spec.template.logs);
+                    [p.out, p.err, p.combined]
+                })
+                .flatten()
+                .collect();
+            match AppWatcher::start(&spec.name, watch, own_files, self.watch_tx.clone()) {
+                Ok(w) => {
+                    self.watchers.insert(spec.name.clone(), (watch.clone(), w));
+                }
+                Err(e) => self.watch_errors.push(SpecError {
+                    file: spec.source.file.clone(),
+                    line: spec.source.line,
+                    column: 1,
+                    message: format!("app `{}`: cannot watch: {e}", spec.name),
+                }),
+            }
+        }
+    }
+
+    /// A watched file changed: restart the app's running instances (never
+    /// start a stopped one), naming the path.
+    fn on_file_change(&mut self, event: WatchEvent) {
+        tracing::info!(app = %event.app, "watched file changed: {}", event.path.display());
+        let reason = RestartReason::Watch { path: event.path };
+        self.apps.send_all(&[event.app], || Control::RestartIfRunning(reason.clone()));
     }
 
     /// Reopens every log file by path, after an external logrotate.
@@ -241,6 +306,28 @@ impl Daemon {
         }
         for h in handles {
             let _ = h.join.await;
+        }
+    }
+}
+
+/// The daemon's cgroup v2 subtree, named after its state dir so that
+/// several daemons side by side never share one.
+fn detect_cgroups(paths: &Paths) -> Option<Arc<process::CgroupRoot>> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(paths.state_dir.as_os_str().as_encoded_bytes());
+    let name = format!("procd-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
+    match process::CgroupRoot::detect(&name) {
+        Ok(Some(root)) => {
+            tracing::info!("each instance runs in its own cgroup under {}", root.path().display());
+            Some(Arc::new(root))
+        }
+        Ok(None) => {
+            tracing::info!("no writable cgroup v2 hierarchy: stops reach process groups only");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cgroups unavailable: {e}; stops reach process groups only");
+            None
         }
     }
 }

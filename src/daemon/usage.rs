@@ -37,7 +37,16 @@ pub async fn sample_usage(router: ExitRouter, usage: UsageMap, limits: MemoryLim
         tokio::time::sleep(tick).await;
         let now = Instant::now();
         let routes = router.routes();
-        let sets: Vec<(i32, Vec<i32>)> = routes.iter().map(|(pid, _)| (*pid, process_tree(*pid))).collect();
+        let sets: Vec<(i32, Vec<i32>)> = routes
+            .iter()
+            .map(|(pid, route)| {
+                let members = match &route.cgroup {
+                    Some(cg) => cg.pids(),
+                    None => process_tree(*pid),
+                };
+                (*pid, members)
+            })
+            .collect();
         let sample = monitor.sample_sets(&sets, now);
         restarting.retain(|pid| sample.contains_key(pid));
         let limits = limits.lock().unwrap().clone();

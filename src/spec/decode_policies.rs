@@ -106,7 +106,11 @@ mod tests {
     fn decode(body: &str) -> Result<crate::spec::decode::AppDecl, Vec<String>> {
         let text = format!("app \"a\" {{\n    run \"x\"\n    {body}\n}}\n");
         let (apps, errors) = decode_document(Path::new("t.kdl"), &text);
-        if errors.is_empty() { Ok(apps.into_iter().next().unwrap()) } else { Err(errors.iter().map(|e| e.to_string()).collect()) }
+        if errors.is_empty() {
+            Ok(apps.into_iter().next().unwrap())
+        } else {
+            Err(errors.iter().map(|e| e.to_string()).collect())
+        }
     }
 
     #[test]
@@ -116,7 +120,13 @@ mod tests {
         assert_eq!(m.bytes, 300 * 1024 * 1024);
         assert_eq!(m.every, Some(Duration::from_millis(500)));
         assert_eq!(decode("max-memory 4096").unwrap().max_memory.unwrap().bytes, 4096);
-        for bad in ["max-memory", "max-memory \"lots\"", "max-memory 0", "max-memory \"1M\" every=\"0s\"", "max-memory \"1M\" evry=\"1s\""] {
+        for bad in [
+            "max-memory",
+            "max-memory \"lots\"",
+            "max-memory 0",
+            "max-memory \"1M\" every=\"0s\"",
+            "max-memory \"1M\" evry=\"1s\"",
+        ] {
             let errors = decode(bad).unwrap_err();
             assert!(errors[0].starts_with("t.kdl:3:"), "{bad}: {errors:?}");
         }
@@ -138,7 +148,13 @@ mod tests {
         assert!(w.poll && w.follow_symlinks);
         let w = decode("watch { ignore \"x\"; }").unwrap().watch.unwrap();
         assert!(w.paths.is_empty(), "a block alone watches the cwd");
-        for bad in ["watch 3", "watch \"a\" #true", "watch { ignor \"x\"; }", "watch { ignore \"[\"; }", "watch { debounce 5; }"] {
+        for bad in [
+            "watch 3",
+            "watch \"a\" #true",
+            "watch { ignor \"x\"; }",
+            "watch { ignore \"[\"; }",
+            "watch { debounce 5; }",
+        ] {
             let errors = decode(bad).unwrap_err();
             assert!(errors[0].starts_with("t.kdl:3:"), "{bad}: {errors:?}");
         }

@@ -121,7 +121,8 @@ pub fn resolve(decl: &AppDecl, file: &Path, opts: &LoadOptions, cli_created: boo
         hash: spec_hash(&template),
         max_memory: decl.max_memory,
         watch: decl.watch.as_ref().map(|w| {
-            let paths = if w.paths.is_empty() { vec![cwd.clone()] } else { w.paths.iter().map(|p| cwd.join(p)).collect() };
+            let paths =
+                if w.paths.is_empty() { vec![cwd.clone()] } else { w.paths.iter().map(|p| cwd.join(p)).collect() };
             WatchSpec { paths, ..w.clone() }
         }),
         template,

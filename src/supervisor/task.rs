@@ -17,7 +17,7 @@ use tokio::time::sleep_until;
 
 use super::state::{Effect, Event, Lifecycle, RestartReason, Status};
 use crate::logs::LogHub;
-use crate::process::{self, Credentials, ExitStatus, LaunchSpec};
+use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup, LaunchSpec};
 use crate::spec::{InstanceSpec, SpecHash};
 
 /// How often a stopping instance checks whether its group is empty. Short,
@@ -37,6 +37,8 @@ pub struct InstanceContext {
     pub credentials: Option<Credentials>,
     /// Why `user`/`group` could not be resolved; every start fails with it.
     pub credential_error: Option<String>,
+    /// Where each run gets its own cgroup, when the host offers cgroup v2.
+    pub cgroups: Option<Arc<CgroupRoot>>,
 }
 
 /// Messages from the daemon (and the reaper) to an instance's task.
@@ -88,6 +90,9 @@ pub struct InstanceView {
 pub struct Route {
     pub app: Arc<str>,
     pub tx: mpsc::UnboundedSender<Control>,
+    /// The run's cgroup: its members are the instance's processes, even
+    /// those that left the leader's tree.
+    pub cgroup: Option<InstanceCgroup>,
 }
 
 impl Route {
@@ -155,6 +160,8 @@ impl InstanceHandle {
             view: view.clone(),
             lc: Lifecycle::default(),
             pid: None,
+            run_cgroup: None,
+            runs: 0,
             restart_deadline: None,
             kill_deadline: None,
             awaiting_group: false,
@@ -185,6 +192,12 @@ struct InstanceTask {
     lc: Lifecycle,
     /// The group leader (and pgid) of the current or stopping run.
     pid: Option<i32>,
+    /// The cgroup of the current or stopping run. Each run gets a fresh one,
+    /// so a crashed run's leftovers are cleaned up without touching its
+    /// successor.
+    run_cgroup: Option<InstanceCgroup>,
+    /// Runs started so far; names the run cgroups.
+    runs: u64,
     restart_deadline: Option<tokio::time::Instant>,
     kill_deadline: Option<tokio::time::Instant>,
     awaiting_group: bool,
@@ -216,13 +229,19 @@ impl InstanceTask {
                     Event::KillTimeout
                 }
                 _ = tokio::time::sleep(GROUP_POLL), if self.awaiting_group => {
-                    match self.pid {
-                        Some(pgid) if process::group_alive(pgid) => continue,
-                        _ => Event::GroupGone,
+                    if self.run_alive() {
+                        continue;
                     }
+                    if let Some(cg) = self.run_cgroup.take() {
+                        let _ = cg.remove();
+                    }
+                    Event::GroupGone
                 }
             };
             self.apply(event);
+        }
+        if let Some(cg) = self.run_cgroup.take() {
+            let _ = cg.remove();
         }
         let mut view = self.view.lock().unwrap();
         view.alive = false;
@@ -284,16 +303,12 @@ impl InstanceTask {
         match effect {
             Effect::Spawn => Some(self.spawn()),
             Effect::SignalStop => {
-                if let Some(pgid) = self.pid {
-                    let _ = process::signal_group(pgid, self.ctx.spec.stop.signal);
-                }
+                signal_run(self.pid, self.run_cgroup.as_ref(), self.ctx.spec.stop.signal);
                 self.kill_deadline = Some(tokio::time::Instant::now() + self.ctx.spec.stop.timeout);
                 None
             }
             Effect::KillGroup => {
-                if let Some(pgid) = self.pid {
-                    let _ = process::signal_group(pgid, libc_sigkill());
-                }
+                kill_run(self.pid, self.run_cgroup.as_ref());
                 None
             }
             Effect::AwaitGroupGone => {
@@ -301,9 +316,12 @@ impl InstanceTask {
                 None
             }
             Effect::CleanUpGroup => {
-                if let Some(pgid) = self.pid.take() {
-                    clean_up_group(pgid, self.ctx.spec.stop.signal, self.ctx.spec.stop.timeout);
-                }
+                clean_up_run(
+                    self.pid.take(),
+                    self.run_cgroup.take(),
+                    self.ctx.spec.stop.signal,
+                    self.ctx.spec.stop.timeout,
+                );
                 None
             }
             Effect::ArmRestartTimer(delay) => {
@@ -328,13 +346,30 @@ impl InstanceTask {
         }
         let spec = &self.ctx.spec;
         let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
-        let launch =
-            LaunchSpec { argv: &spec.argv, cwd: &cwd, env: &self.ctx.env, credentials: self.ctx.credentials.as_ref(), cgroup: None };
+        if let Some(old) = self.run_cgroup.take() {
+            let _ = old.remove();
+        }
+        self.runs += 1;
+        self.run_cgroup = self.ctx.cgroups.as_ref().and_then(|root| {
+            let key = format!("{}-{}-run{}", self.ctx.app, self.ctx.index, self.runs);
+            root.instance(&key).map_err(|e| tracing::warn!("no cgroup for {key}: {e}")).ok()
+        });
+        let launch = LaunchSpec {
+            argv: &spec.argv,
+            cwd: &cwd,
+            env: &self.ctx.env,
+            credentials: self.ctx.credentials.as_ref(),
+            cgroup: self.run_cgroup.as_ref(),
+        };
         match process::launch(&launch) {
             Ok(launched) => {
                 // Registered before this task yields, so the reaper (on the
                 // same thread) cannot see the exit before the route exists.
-                let route = Route { app: Arc::from(self.ctx.app.as_str()), tx: self.tx.clone() };
+                let route = Route {
+                    app: Arc::from(self.ctx.app.as_str()),
+                    tx: self.tx.clone(),
+                    cgroup: self.run_cgroup.clone(),
+                };
                 self.router.register(launched.pid, route);
                 self.pid = Some(launched.pid);
                 self.logs.attach(&self.ctx.app, self.ctx.index, &spec.logs, launched.stdout, launched.stderr);
@@ -365,26 +400,64 @@ impl InstanceTask {
     }
 }
 
-fn libc_sigkill() -> i32 {
-    9
+impl InstanceTask {
+    /// Whether any process of the current run is left: its process group,
+    /// and its cgroup where there is one (which also holds descendants that
+    /// left the group).
+    fn run_alive(&self) -> bool {
+        self.pid.is_some_and(process::group_alive) || self.run_cgroup.as_ref().is_some_and(InstanceCgroup::populated)
+    }
 }
 
-/// The leader of a run died on its own; whatever it left in its group gets
-/// the stop signal now and SIGKILL after the timeout, without holding up the
-/// restart. Nothing the app forked outlives its run.
-fn clean_up_group(pgid: i32, signal: i32, timeout: Duration) {
-    if !process::group_alive(pgid) {
+/// Sends `signal` to a run's process group and every process of its cgroup.
+fn signal_run(pgid: Option<i32>, cgroup: Option<&InstanceCgroup>, signal: i32) {
+    if let Some(pgid) = pgid {
+        let _ = process::signal_group(pgid, signal);
+    }
+    if let Some(cg) = cgroup {
+        cg.signal_all(signal);
+    }
+}
+
+fn kill_run(pgid: Option<i32>, cgroup: Option<&InstanceCgroup>) {
+    if let Some(pgid) = pgid {
+        let _ = process::signal_group(pgid, SIGKILL);
+    }
+    if let Some(cg) = cgroup {
+        cg.kill_all();
+    }
+}
+
+const SIGKILL: i32 = 9;
+
+/// The leader of a run died on its own; whatever it left (in its group or
+/// its cgroup) gets the stop signal now and SIGKILL after the timeout,
+/// without holding up the restart, which runs in a fresh cgroup. Nothing
+/// the app forked outlives its run.
+fn clean_up_run(pgid: Option<i32>, cgroup: Option<InstanceCgroup>, signal: i32, timeout: Duration) {
+    let alive = move |pgid: Option<i32>, cg: &Option<InstanceCgroup>| {
+        pgid.is_some_and(process::group_alive) || cg.as_ref().is_some_and(InstanceCgroup::populated)
+    };
+    if !alive(pgid, &cgroup) {
+        if let Some(cg) = cgroup {
+            let _ = cg.remove();
+        }
         return;
     }
-    let _ = process::signal_group(pgid, signal);
+    signal_run(pgid, cgroup.as_ref(), signal);
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if !process::group_alive(pgid) {
-                return;
-            }
+        while tokio::time::Instant::now() < deadline && alive(pgid, &cgroup) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = process::signal_group(pgid, libc_sigkill());
+        if alive(pgid, &cgroup) {
+            kill_run(pgid, cgroup.as_ref());
+        }
+        while alive(pgid, &cgroup) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cg) = cgroup {
+            let _ = cg.remove();
+        }
     });
 }
