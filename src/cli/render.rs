@@ -33,6 +33,12 @@ pub fn status(report: &StatusReport) -> String {
         }
         let _ = writeln!(out, "{table}");
     }
+    for app in &report.apps {
+        for i in app.instances.iter().filter(|i| i.log_lines_lost > 0) {
+            let why = i.log_error.as_deref().unwrap_or("writing resumed");
+            let _ = writeln!(out, "{}:{} lost {} log line(s): {why}", app.name, i.index, i.log_lines_lost);
+        }
+    }
     out.push_str(&errors(&report.errors));
     out
 }

@@ -142,4 +142,11 @@ pub struct InstanceStatus {
     /// Why the last start failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Output lines that could not be written to a log file (disk full,
+    /// permissions); the app is never blocked, the loss is counted here.
+    #[serde(default)]
+    pub log_lines_lost: u64,
+    /// The latest log write error, while lines are being lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
 }

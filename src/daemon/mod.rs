@@ -226,10 +226,10 @@ impl Daemon {
         // a name declared again later starts.
         let before = self.operator.stopped.len();
         self.operator.stopped.retain(|name| self.desired.iter().any(|s| s.name == *name));
-        if self.operator.stopped.len() != before {
-            if let Err(e) = self.save_operator_state() {
-                tracing::error!("{e}");
-            }
+        if self.operator.stopped.len() != before
+            && let Err(e) = self.save_operator_state()
+        {
+            tracing::error!("{e}");
         }
         *self.limits.lock().unwrap() =
             self.desired.iter().filter_map(|s| s.max_memory.map(|m| (s.name.clone(), m))).collect();

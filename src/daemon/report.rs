@@ -25,6 +25,7 @@ impl Daemon {
                 .map(|h| {
                     let v = h.snapshot();
                     let u = v.pid.and_then(|p| usage.get(&p));
+                    let logs = self.apps.logs.stats(name, v.index);
                     InstanceStatus {
                         index: v.index,
                         pid: v.pid,
@@ -37,6 +38,8 @@ impl Daemon {
                         last_restart_reason: v.last_reason.as_ref().map(|r| r.to_string()),
                         restart_in_ms: v.restart_at.map(|t| t.saturating_duration_since(now).as_millis() as u64),
                         error: v.error.clone(),
+                        log_lines_lost: logs.lines_lost,
+                        log_error: logs.last_error,
                     }
                 })
                 .collect();

@@ -50,6 +50,17 @@ pub fn clock_ticks_per_second() -> u64 {
     }
 }
 
+/// Gives freed heap memory back to the kernel. A rescan parses every spec
+/// file and frees it all again; without this the freed pages stay resident
+/// in the daemon for good.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,15 +70,5 @@ mod tests {
         assert!(cpu_count() >= 1);
         assert!(page_size().is_power_of_two());
         assert!(clock_ticks_per_second() >= 1);
-    }
-}
-
-/// Gives freed heap memory back to the kernel. A rescan parses every spec
-/// file and frees it all again; without this the freed pages stay resident
-/// in the daemon for good.
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own allocator state.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
