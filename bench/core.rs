@@ -38,6 +38,7 @@ impl Daemon {
             .arg(&conf)
             .arg("--home")
             .arg(&home)
+            .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

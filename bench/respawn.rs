@@ -28,6 +28,7 @@ fn main() {
         .arg(&conf)
         .arg("--home")
         .arg(&home)
+        .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(match std::env::var_os("PROCD_BENCH_LOG") {

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
             rescan_every: args.rescan,
             sample_every: args.sample_every,
             daemon_log: Some(daemon_log),
+            cgroups: !args.no_cgroups,
         };
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,

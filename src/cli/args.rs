@@ -107,6 +107,10 @@ pub struct DaemonArgs {
     /// How often memory and CPU of instances are sampled.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub sample_every: std::time::Duration,
+    /// Do not put instances in cgroups even where cgroup v2 is writable
+    /// (stops then reach process groups only).
+    #[arg(long)]
+    pub no_cgroups: bool,
 }
 
 #[derive(Debug, Args)]

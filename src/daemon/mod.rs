@@ -54,6 +54,8 @@ pub struct DaemonOptions {
     /// The daemon's own log file, reopened with the apps' on SIGUSR1 and
     /// `procd reload-logs`.
     pub daemon_log: Option<DaemonLog>,
+    /// Use a cgroup per instance run where cgroup v2 is writable.
+    pub cgroups: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +138,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             logs: LogHub::new(paths.log_dir.clone()),
             router,
             base_env: base_env(),
-            cgroups: detect_cgroups(&paths),
+            cgroups: if opts.cgroups { detect_cgroups(&paths) } else { None },
             cpus: process::cpu_count(),
         },
         desired: Vec::new(),
