@@ -210,8 +210,9 @@ impl Default for BackoffSpec {
 }
 
 /// Where an instance's output goes. `None` paths mean the defaults in the
-/// daemon's log dir (`<app>-out.log`, `<app>-err.log`, with `-<index>` before
-/// `.log` when instances do not share files).
+/// daemon's log dir (`<app>-out.log`, `<app>-err.log`); unless `merge` is
+/// set, instance N >= 1 writes to `<app>-out-N.log` (and so on), so
+/// instance 0's files keep their names when the app is scaled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct LogSpec {
     pub out: Option<PathBuf>,
