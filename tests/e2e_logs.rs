@@ -25,7 +25,9 @@ fn all_lines(base: &Path) -> Vec<String> {
     }
     gens.sort_by(|a, b| b.0.cmp(&a.0));
     gens.push((0, base.to_path_buf()));
-    gens.iter().flat_map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
+    gens.iter()
+        .flat_map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -66,10 +68,7 @@ fn json_lines_carry_their_fields_and_logs_reads_and_follows() {
         "tick.sh",
         "#!/bin/sh\ni=0\nwhile true; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done\n",
     );
-    d.write(
-        "j.kdl",
-        &format!("app \"j\" {{\n    run \"{}\"\n    logs {{ format \"json\"; }}\n}}\n", ticker.display()),
-    );
+    d.write("j.kdl", &format!("app \"j\" {{\n    run \"{}\"\n    logs {{ format \"json\"; }}\n}}\n", ticker.display()));
     d.wait_online("j", 1);
     d.wait_until("ten lines", Duration::from_secs(10), || d.ok(&["logs", "j", "--lines", "10"]).lines().count() == 10);
     // Both streams: each line is labelled with its app and stream.

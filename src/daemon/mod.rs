@@ -101,6 +101,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let listener = server::bind(&paths.socket)?;
     // Orphaned grandchildren come back to us, so they are reaped and a
     // stop can wait until no process of a group is left.
+    if let Err(e) = process::raise_fd_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     if let Err(e) = process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }

@@ -60,6 +60,17 @@ pub fn release_free_memory() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every instance
+/// holds two pipes and up to three log files open in the daemon, so the
+/// usual soft limit of 1,024 would cap procd near 250 instances.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
 
 #[cfg(test)]
 mod tests {

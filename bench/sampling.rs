@@ -1,0 +1,83 @@
+//! The cost of watching 1,000 instances (issue #3): one app of 1,000
+//! `sleep` instances with a `max-memory` limit, so every instance's tree is
+//! sampled and compared every second. Prints the daemon's CPU time over
+//! 10 idle seconds. Run with `cargo bench --bench sampling`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use procd::Client;
+use procd::control::protocol::{Request, Response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_procd");
+const INSTANCES: usize = 1000;
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds of every thread of `pid`, from schedstat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .sum::<f64>()
+        / 1e9
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("many.kdl"),
+        format!(
+            "app \"many\" {{\n    run \"sleep\" \"100000\"\n    instances {INSTANCES}\n    max-memory \"100M\"\n}}\n"
+        ),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let daemon = Guard(
+        Command::new(BIN)
+            .args(["daemon", "--config-dir"])
+            .arg(&conf)
+            .arg("--home")
+            .arg(&home)
+            .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::new(home.join("procd.sock"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Response::Status(r)) = client.call(Request::Status { app: None, detail: false }) {
+            if r.apps
+                .first()
+                .is_some_and(|a| a.instances.len() == INSTANCES && a.instances.iter().all(|i| i.status == "online"))
+            {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "instances did not come online");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let c0 = cpu_seconds(daemon.0.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let used = cpu_seconds(daemon.0.id()) - c0;
+    println!(
+        "{INSTANCES} instances sampled every second with a max-memory check: daemon CPU {:.1} ms per second ({:.2}% of one CPU)",
+        used * 100.0,
+        used * 10.0
+    );
+}
