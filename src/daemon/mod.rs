@@ -35,7 +35,7 @@ use crate::watch::ConfigWatcher;
 
 use apps::Apps;
 pub use apps::instance_context;
-use usage::{MemoryLimits, UsageMap};
+use usage::{Sampler, SharedSampler};
 
 /// Settings of one daemon run.
 #[derive(Clone)]
@@ -80,9 +80,9 @@ pub struct Daemon {
     desired: Vec<AppSpec>,
     errors: Vec<SpecError>,
     operator: OperatorState,
-    usage: UsageMap,
-    /// `max-memory` of every app, read by the sampler.
-    limits: MemoryLimits,
+    /// Memory and CPU figures, and the `max-memory` limits they are
+    /// checked against.
+    sampler: SharedSampler,
     /// One file watcher per app with `watch`, with the spec it was made from.
     watchers: HashMap<String, (WatchSpec, AppWatcher)>,
     /// Where the watchers report changes.
@@ -118,9 +118,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             }
         }
     });
-    let usage: UsageMap = Arc::default();
-    let limits: MemoryLimits = Arc::default();
-    tokio::spawn(usage::sample_usage(router.clone(), usage.clone(), limits.clone(), opts.sample_every));
+    let sampler = Sampler::new(router.clone());
+    tokio::spawn(usage::sample_usage(sampler.clone(), opts.sample_every));
 
     let operator = OperatorState::load(&paths.state_file()).unwrap_or_else(|e| {
         tracing::error!("{e}; starting every declared app");
@@ -147,8 +146,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         desired: Vec::new(),
         errors: Vec::new(),
         operator,
-        usage,
-        limits,
+        sampler,
         watchers: HashMap::new(),
         watch_tx: app_watch_tx,
         watch_errors: Vec::new(),
@@ -236,7 +234,7 @@ impl Daemon {
         {
             tracing::error!("{e}");
         }
-        *self.limits.lock().unwrap() =
+        self.sampler.lock().unwrap().limits =
             self.desired.iter().filter_map(|s| s.max_memory.map(|m| (s.name.clone(), m))).collect();
         let actions = self.apps.plan(&self.desired);
         for a in &actions {

@@ -13,7 +13,7 @@ impl Daemon {
     /// The status of every app (or one), and the config errors.
     pub(super) fn report(&self, only: Option<&str>, detail: bool) -> StatusReport {
         let now = Instant::now();
-        let usage = self.usage.lock().unwrap().clone();
+        let usage = self.sampler.lock().unwrap().usage_for_status(2 * self.opts.sample_every);
         let mut apps = Vec::new();
         for (name, app) in &self.apps.apps {
             if only.is_some_and(|o| o != name) {
