@@ -218,7 +218,10 @@ impl Daemon {
     fn rescan(&mut self) -> (Vec<crate::reconcile::Action>, Vec<(String, u32)>) {
         tracing::debug!("rescanning the config");
         let loaded = self.loader.load(&self.dirs);
-        if loaded.errors != self.errors {
+        // Logged once per change, not on every rescan; `errors` also holds
+        // the watchers' errors, appended after the spec errors.
+        let previous = &self.errors[..self.errors.len() - self.watch_errors.len()];
+        if loaded.errors != previous {
             for e in &loaded.errors {
                 tracing::warn!("{e}");
             }
