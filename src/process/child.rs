@@ -1,10 +1,14 @@
 //! The child's half of [`launch`](super::launch): what runs between `fork`
-//! and `exec`, and how its failures travel back to the parent.
+//! (or `clone3`, see `clone.rs`) and `exec`, and how its failures travel
+//! back to the parent.
 //!
 //! Between `fork` and `exec` only async-signal-safe system calls are allowed
 //! (another thread of the daemon may have held the allocator's lock at fork
 //! time), so everything is prepared in the parent ([`ChildSetup::new`]) and
-//! [`ChildSetup::run`] neither allocates nor locks.
+//! [`ChildSetup::run`] neither allocates nor locks. It makes raw system calls
+//! where glibc's wrapper relies on glibc's own bookkeeping of the process:
+//! after a raw `clone3` (no `fork` handlers ran) glibc still believes the
+//! child has the daemon's threads, and its `setuid` would signal those.
 //!
 //! `std` reports an error of this code to the parent as a bare errno over its
 //! close-on-exec pipe. To tell a failed `chdir` from a failed `setuid` without
@@ -39,10 +43,21 @@ pub(super) enum Step {
     Chdir,
     /// Marking every fd above 2 close-on-exec.
     Cloexec,
+    /// `dup2` of `/dev/null` and the output pipes onto fds 0–2, done by
+    /// `clone.rs` before [`ChildSetup::run`] (`std` does it on its path).
+    Stdio,
 }
 
-const STEPS: [Step; 7] =
-    [Step::JoinCgroup, Step::Setsid, Step::Setgroups, Step::Setgid, Step::Setuid, Step::Chdir, Step::Cloexec];
+const STEPS: [Step; 8] = [
+    Step::JoinCgroup,
+    Step::Setsid,
+    Step::Setgroups,
+    Step::Setgid,
+    Step::Setuid,
+    Step::Chdir,
+    Step::Cloexec,
+    Step::Stdio,
+];
 
 /// Bits of the reported errno below the folded-in [`Step`].
 const STEP_SHIFT: u32 = 16;
@@ -58,11 +73,12 @@ impl Step {
             Step::Setuid => "setuid",
             Step::Chdir => "chdir",
             Step::Cloexec => "close_range",
+            Step::Stdio => "dup2",
         }
     }
 
     /// The current errno, tagged with this step. Allocation-free.
-    fn failed(self) -> io::Error {
+    pub(super) fn failed(self) -> io::Error {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         io::Error::from_raw_os_error(((self as i32) << STEP_SHIFT) | (errno & 0xffff))
     }
@@ -87,7 +103,8 @@ pub(super) struct ChildSetup {
     /// Highest fd to mark close-on-exec if `close_range` is missing (< 5.11).
     fd_limit: libc::c_int,
     /// The instance cgroup's `cgroup.procs`, opened close-on-exec by the
-    /// parent (the kernel checks the opener's rights); `None` without cgroup.
+    /// parent (the kernel checks the opener's rights); `None` without cgroup
+    /// or when `clone3` already created the child in it.
     cgroup_procs: Option<OwnedFd>,
 }
 
@@ -151,14 +168,16 @@ impl ChildSetup {
                 }
             }
 
+            // Raw system calls: glibc's wrappers apply the change to every
+            // thread it knows of, which after clone3 are the daemon's.
             if let Some((groups, gid, uid)) = &self.creds {
-                if libc::setgroups(groups.len(), groups.as_ptr()) == -1 {
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) == -1 {
                     return Err(Step::Setgroups.failed());
                 }
-                if libc::setgid(*gid) == -1 {
+                if libc::syscall(libc::SYS_setgid, *gid) == -1 {
                     return Err(Step::Setgid.failed());
                 }
-                if libc::setuid(*uid) == -1 {
+                if libc::syscall(libc::SYS_setuid, *uid) == -1 {
                     return Err(Step::Setuid.failed());
                 }
             }

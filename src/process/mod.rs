@@ -9,7 +9,8 @@
 //!
 //! - `creds.rs`: turning `user`/`group`/`groups` names into numeric [`Credentials`].
 //! - `spawn.rs` and its child-side half `child.rs`: [`launch`] one app instance
-//!   in a new session with two output pipes.
+//!   in a new session with two output pipes; `clone.rs`: the same into a
+//!   cgroup with `clone3(CLONE_INTO_CGROUP)`.
 //! - `cgroup.rs`: the daemon's cgroup v2 subtree and one [`InstanceCgroup`]
 //!   per instance, where the host has a writable cgroup2 hierarchy.
 //! - `signal.rs`: signalling a whole process group, signal names.
@@ -23,15 +24,16 @@
 //!   would steal the status of any child someone else waits for, and the other
 //!   way round.
 //! - [`launch`] and [`Reaper::reaped`] run on the same thread (the daemon's
-//!   `current_thread` runtime): `std` waits by pid for a child whose `exec`
-//!   failed, and a `waitpid(-1)` on another thread in that window would make
-//!   it panic.
+//!   `current_thread` runtime): `std` (and `clone.rs`) waits by pid for a
+//!   child whose `exec` failed, and a `waitpid(-1)` on another thread in that
+//!   window would make `std` panic.
 //! - A stop signals the group ([`signal_group`]), never the leader alone,
 //!   and with a cgroup every process in it ([`InstanceCgroup::kill_all`]).
 #![allow(unsafe_code)]
 
 mod cgroup;
 mod child;
+mod clone;
 mod creds;
 mod error;
 mod host;
