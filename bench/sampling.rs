@@ -60,13 +60,12 @@ fn main() {
     let client = Client::new(home.join("procd.sock"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(Response::Status(r)) = client.call(Request::Status { app: None, detail: false }) {
-            if r.apps
+        if let Ok(Response::Status(r)) = client.call(Request::Status { app: None, detail: false })
+            && r.apps
                 .first()
                 .is_some_and(|a| a.instances.len() == INSTANCES && a.instances.iter().all(|i| i.status == "online"))
-            {
-                break;
-            }
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "instances did not come online");
         std::thread::sleep(Duration::from_millis(100));

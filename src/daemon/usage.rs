@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::monitor::{Monitor, Usage, process_tree};
 use crate::spec::MemoryLimit;
 use crate::supervisor::RestartReason;
-use crate::supervisor::task::{Control, ExitRouter, Route};
+use crate::supervisor::task::Control;
+use crate::supervisor::{ExitRouter, Route};
 
 /// After a `status` request, keep sampling every instance this long, so
 /// the next `status` (or `monit`) finds fresh figures without waiting.

@@ -3,8 +3,10 @@
 //! lifecycle's effects with the process module.
 
 pub mod backoff;
+pub mod router;
 pub mod state;
 pub mod task;
 
+pub use router::{ExitRouter, Route};
 pub use state::{RestartReason, Status};
-pub use task::{ExitRouter, InstanceContext, InstanceHandle, InstanceView};
+pub use task::{InstanceContext, InstanceHandle, InstanceView};

@@ -7,7 +7,6 @@
 //! What the instance looks like from outside is published in an
 //! [`InstanceView`] behind a mutex, read by `status` without messaging.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
+use super::router::{ExitRouter, Route};
 use super::state::{Effect, Event, Lifecycle, RestartReason, Status};
 use crate::logs::LogHub;
 use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup, LaunchSpec};
@@ -83,48 +83,6 @@ pub struct InstanceView {
     pub error: Option<String>,
     /// False once the task has ended (after `Remove`).
     pub alive: bool,
-}
-
-/// Who owns a running leader pid.
-#[derive(Clone)]
-pub struct Route {
-    pub app: Arc<str>,
-    pub tx: mpsc::UnboundedSender<Control>,
-    /// The run's cgroup: its members are the instance's processes, even
-    /// those that left the leader's tree.
-    pub cgroup: Option<InstanceCgroup>,
-}
-
-impl Route {
-    pub fn send(&self, msg: Control) {
-        let _ = self.tx.send(msg);
-    }
-}
-
-/// Routes exit statuses from the single reaper to the task owning the pid,
-/// and tells the monitor which pids are instance leaders.
-#[derive(Clone, Default)]
-pub struct ExitRouter {
-    routes: Arc<Mutex<HashMap<i32, Route>>>,
-}
-
-impl ExitRouter {
-    fn register(&self, pid: i32, route: Route) {
-        self.routes.lock().unwrap().insert(pid, route);
-    }
-
-    /// Delivers a reaped exit; pids nobody owns (orphaned grandchildren the
-    /// subreaper collected) are ignored.
-    pub fn deliver(&self, pid: i32, status: ExitStatus) {
-        if let Some(route) = self.routes.lock().unwrap().remove(&pid) {
-            route.send(Control::Exited { pid, status });
-        }
-    }
-
-    /// Every running instance leader and its owner.
-    pub fn routes(&self) -> Vec<(i32, Route)> {
-        self.routes.lock().unwrap().iter().map(|(pid, r)| (*pid, r.clone())).collect()
-    }
 }
 
 /// The daemon's side of an instance.
