@@ -23,7 +23,7 @@ fn all_lines(base: &Path) -> Vec<String> {
             gens.push((k, entry.path()));
         }
     }
-    gens.sort_by(|a, b| b.0.cmp(&a.0));
+    gens.sort_by_key(|g| std::cmp::Reverse(g.0));
     gens.push((0, base.to_path_buf()));
     gens.iter()
         .flat_map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>())
