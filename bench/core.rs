@@ -10,18 +10,21 @@
 //! daemon is the release binary, driven like a user would.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BIN, DaemonGuard, median, spawn_daemon};
 use procd::Client;
 use procd::control::protocol::{Request, Response, StatusReport};
 
-const BIN: &str = env!("CARGO_BIN_EXE_procd");
 const APPS: usize = 100;
 const RUNS: usize = 5;
 
 struct Daemon {
-    child: Child,
+    daemon: DaemonGuard,
     dir: tempfile::TempDir,
     conf: PathBuf,
     client: Client,
@@ -33,19 +36,9 @@ impl Daemon {
         let conf = dir.path().join("conf.d");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&conf).unwrap();
-        let child = Command::new(BIN)
-            .args(["daemon", "--config-dir"])
-            .arg(&conf)
-            .arg("--home")
-            .arg(&home)
-            .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let daemon = spawn_daemon(&conf, &home);
         let client = Client::new(home.join("procd.sock"));
-        let d = Daemon { child, dir, conf, client };
+        let d = Daemon { daemon, dir, conf, client };
         d.until(Duration::from_secs(10), |_| true);
         d
     }
@@ -78,22 +71,7 @@ impl Daemon {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.pid()
     }
 }
 
@@ -120,11 +98,6 @@ fn memory(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("Rss:"), field("Pss:"))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {

@@ -9,10 +9,14 @@
 //! python's start-up nor procd's reconcile is in the figure.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::{cpu_seconds, median, spawn_daemon};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_procd");
 const BYTES: u64 = 1_000_000 * 100;
 const RUNS: usize = 3;
 
@@ -45,17 +49,6 @@ fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
 }
 
-/// CPU seconds of every thread of `pid`, from schedstat (nanoseconds).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
-        .sum::<f64>()
-        / 1e9
-}
-
 fn baseline(dir: &Path) -> f64 {
     let (ready, go, out) = (dir.join("b.ready"), dir.join("b.go"), dir.join("b.log"));
     let writer = dir.join("writer.py");
@@ -70,15 +63,6 @@ fn baseline(dir: &Path) -> f64 {
     let t1 = wait_for("baseline done", Duration::from_secs(60), || size(&out) == BYTES);
     sh.wait().unwrap();
     (t1 - t0).as_secs_f64()
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
 }
 
 /// (wall seconds, daemon CPU seconds) for one app with `logs` settings.
@@ -98,20 +82,9 @@ fn through_procd(dir: &Path, name: &str, logs: &str) -> (f64, f64) {
         ),
     )
     .unwrap();
-    let daemon = Daemon(
-        Command::new(BIN)
-            .args(["daemon", "--config-dir"])
-            .arg(&conf)
-            .arg("--home")
-            .arg(dir.join(format!("{name}.home")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = spawn_daemon(&conf, &dir.join(format!("{name}.home")));
     wait_for("procd writer ready", Duration::from_secs(10), || ready.exists());
-    let cpu0 = cpu_seconds(daemon.0.id());
+    let cpu0 = cpu_seconds(daemon.pid());
     let t0 = Instant::now();
     std::fs::write(&go, "").unwrap();
     // Every line has the same length (JSON lines too: a fixed timestamp
@@ -121,13 +94,8 @@ fn through_procd(dir: &Path, name: &str, logs: &str) -> (f64, f64) {
     let first = std::fs::read(&out).unwrap();
     let line = first.iter().position(|c| *c == b'\n').unwrap() as u64 + 1;
     let t1 = wait_for("procd done", Duration::from_secs(120), || size(&out) == line * 1_000_000);
-    let cpu = cpu_seconds(daemon.0.id()) - cpu0;
+    let cpu = cpu_seconds(daemon.pid()) - cpu0;
     ((t1 - t0).as_secs_f64(), cpu)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -2,13 +2,15 @@
 //! delay, until the new instance is online in `procd status`. Prints the
 //! median and the worst of 20. Run with `cargo bench --bench respawn`.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::spawn_daemon;
 use procd::Client;
 use procd::control::protocol::{Request, Response};
 
-const BIN: &str = env!("CARGO_BIN_EXE_procd");
 const ROUNDS: usize = 20;
 
 fn main() {
@@ -23,21 +25,7 @@ fn main() {
     )
     .unwrap();
     let home = dir.path().join("home");
-    let daemon = Command::new(BIN)
-        .args(["daemon", "--config-dir"])
-        .arg(&conf)
-        .arg("--home")
-        .arg(&home)
-        .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(match std::env::var_os("PROCD_BENCH_LOG") {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::null(),
-        })
-        .spawn()
-        .unwrap();
-    let _daemon = Guard(daemon);
+    let _daemon = spawn_daemon(&conf, &home);
     let client = Client::new(home.join("procd.sock"));
     let online_pid = || -> Option<i32> {
         match client.call(Request::Status { app: None, detail: false }) {
@@ -88,14 +76,4 @@ fn main() {
 /// add a millisecond to every sample).
 fn nix_kill(pid: i32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-}
-
-/// Stops the daemon however the benchmark ends.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
 }

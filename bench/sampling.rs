@@ -3,34 +3,16 @@
 //! sampled and compared every second. Prints the daemon's CPU time over
 //! 10 idle seconds. Run with `cargo bench --bench sampling`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{cpu_seconds, spawn_daemon};
 use procd::Client;
 use procd::control::protocol::{Request, Response};
 
-const BIN: &str = env!("CARGO_BIN_EXE_procd");
 const INSTANCES: usize = 1000;
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// CPU seconds of every thread of `pid`, from schedstat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
-        .sum::<f64>()
-        / 1e9
-}
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,19 +26,7 @@ fn main() {
     )
     .unwrap();
     let home = dir.path().join("home");
-    let daemon = Guard(
-        Command::new(BIN)
-            .args(["daemon", "--config-dir"])
-            .arg(&conf)
-            .arg("--home")
-            .arg(&home)
-            .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = spawn_daemon(&conf, &home);
     let client = Client::new(home.join("procd.sock"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -71,9 +41,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let c0 = cpu_seconds(daemon.0.id());
+    let c0 = cpu_seconds(daemon.pid());
     std::thread::sleep(Duration::from_secs(10));
-    let used = cpu_seconds(daemon.0.id()) - c0;
+    let used = cpu_seconds(daemon.pid()) - c0;
     println!(
         "{INSTANCES} instances sampled every second with a max-memory check: daemon CPU {:.1} ms per second ({:.2}% of one CPU)",
         used * 100.0,

@@ -1,0 +1,63 @@
+//! What the benchmarks share: starting the release `procd daemon` on a
+//! config dir (stopped by pid however the benchmark ends), a process's CPU
+//! time, medians.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_procd");
+
+/// A running daemon; SIGTERM and wait on drop.
+pub struct DaemonGuard(pub Child);
+
+impl DaemonGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `procd daemon` on `conf` with its home in `home`. Extra daemon
+/// flags come from `PROCD_BENCH_FLAGS` (e.g. `--no-cgroups`); the daemon's
+/// log goes to the file named by `PROCD_BENCH_LOG`, if set.
+pub fn spawn_daemon(conf: &Path, home: &Path) -> DaemonGuard {
+    let stderr = match std::env::var_os("PROCD_BENCH_LOG") {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("PROCD_BENCH_LOG")),
+        None => Stdio::null(),
+    };
+    let child = Command::new(BIN)
+        .args(["daemon", "--config-dir"])
+        .arg(conf)
+        .arg("--home")
+        .arg(home)
+        .args(std::env::var("PROCD_BENCH_FLAGS").unwrap_or_default().split_whitespace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start procd daemon");
+    DaemonGuard(child)
+}
+
+/// CPU seconds of every thread of `pid`, from schedstat (nanoseconds).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .sum::<f64>()
+        / 1e9
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
