@@ -99,11 +99,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Dir { path: dir.clone(), source })?;
     }
     let listener = server::bind(&paths.socket)?;
-    // Orphaned grandchildren come back to us, so they are reaped and a
-    // stop can wait until no process of a group is left.
     if let Err(e) = process::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
+    // Orphaned grandchildren come back to us, so they are reaped and a
+    // stop can wait until no process of a group is left.
     if let Err(e) = process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
@@ -172,6 +172,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     );
 
     let mut rescan_at: Option<Instant> = None;
+    // The first event of a burst: a directory that never goes quiet is
+    // still rescanned every ten debounce periods.
+    let mut burst_start: Option<Instant> = None;
     let mut periodic = tokio::time::interval(daemon.opts.rescan_every);
     periodic.tick().await;
     loop {
@@ -182,10 +185,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             }
             Some(()) = watch_rx.recv() => {
                 // Each event pushes the rescan back, so a burst is one rescan.
-                rescan_at = Some(Instant::now() + daemon.opts.debounce);
+                let now = Instant::now();
+                let start = *burst_start.get_or_insert(now);
+                rescan_at = Some((now + daemon.opts.debounce).min(start + daemon.opts.debounce * 10));
             }
             _ = sleep_until(rescan_at.unwrap_or(far)), if rescan_at.is_some() => {
                 rescan_at = None;
+                burst_start = None;
                 watcher.refresh();
                 daemon.rescan();
             }
