@@ -32,20 +32,27 @@ pub struct LineBuf {
 }
 
 impl Default for LineBuf {
+    /// Empty: the buffer grows as output arrives, so an instance that never
+    /// writes costs nothing, and a quiet one only what its bursts need.
     fn default() -> Self {
-        LineBuf { buf: vec![0; CAPACITY], filled: 0, line_start: 0 }
+        LineBuf { buf: Vec::new(), filled: 0, line_start: 0 }
     }
 }
 
 impl LineBuf {
     /// Whether another full read fits (with a byte of slack for a cut).
     pub fn has_room(&self) -> bool {
-        self.filled + READ_SIZE < self.buf.len()
+        self.filled + READ_SIZE < self.buf.len().max(CAPACITY)
     }
 
     /// Where the next read goes (at most `READ_SIZE` bytes); follow with
     /// [`commit`](Self::commit).
     pub fn spare(&mut self) -> &mut [u8] {
+        if self.filled + READ_SIZE >= self.buf.len() && self.buf.len() < CAPACITY {
+            // Doubling, from one read's worth, up to the batching capacity.
+            let grown = (self.buf.len() * 2).max(self.filled + READ_SIZE + 1).min(CAPACITY);
+            self.buf.resize(grown, 0);
+        }
         let end = (self.filled + READ_SIZE).min(self.buf.len());
         &mut self.buf[self.filled..end]
     }
