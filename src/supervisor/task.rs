@@ -190,9 +190,7 @@ impl InstanceTask {
                     if self.run_alive() {
                         continue;
                     }
-                    if let Some(cg) = self.run_cgroup.take() {
-                        let _ = cg.remove();
-                    }
+                    // The run's cgroup is empty now: kept for the next run.
                     Event::GroupGone
                 }
             };
@@ -274,7 +272,7 @@ impl InstanceTask {
                 None
             }
             Effect::CleanUpGroup => {
-                clean_up_run(
+                self.run_cgroup = clean_up_run(
                     self.pid.take(),
                     self.run_cgroup.take(),
                     self.ctx.spec.stop.signal,
@@ -304,14 +302,18 @@ impl InstanceTask {
         }
         let spec = &self.ctx.spec;
         let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
-        if let Some(old) = self.run_cgroup.take() {
-            let _ = old.remove();
-        }
-        self.runs += 1;
-        self.run_cgroup = self.ctx.cgroups.as_ref().and_then(|root| {
-            let key = format!("{}-{}-run{}", self.ctx.app, self.ctx.index, self.runs);
-            root.instance(&key).map_err(|e| tracing::warn!("no cgroup for {key}: {e}")).ok()
-        });
+        // An empty cgroup from the previous run is reused: creating and
+        // removing one per restart would sit on the respawn path.
+        self.run_cgroup = match self.run_cgroup.take() {
+            Some(cg) if !cg.populated() => Some(cg),
+            _ => {
+                self.runs += 1;
+                self.ctx.cgroups.as_ref().and_then(|root| {
+                    let key = format!("{}-{}-run{}", self.ctx.app, self.ctx.index, self.runs);
+                    root.instance(&key).map_err(|e| tracing::warn!("no cgroup for {key}: {e}")).ok()
+                })
+            }
+        };
         let launch = LaunchSpec {
             argv: &spec.argv,
             cwd: &cwd,
@@ -390,17 +392,20 @@ const SIGKILL: i32 = 9;
 
 /// The leader of a run died on its own; whatever it left (in its group or
 /// its cgroup) gets the stop signal now and SIGKILL after the timeout,
-/// without holding up the restart, which runs in a fresh cgroup. Nothing
-/// the app forked outlives its run.
-fn clean_up_run(pgid: Option<i32>, cgroup: Option<InstanceCgroup>, signal: i32, timeout: Duration) {
+/// without holding up the restart, which then runs in a fresh cgroup.
+/// Nothing the app forked outlives its run. Returns the cgroup when nothing
+/// was left in it, for the next run to reuse.
+fn clean_up_run(
+    pgid: Option<i32>,
+    cgroup: Option<InstanceCgroup>,
+    signal: i32,
+    timeout: Duration,
+) -> Option<InstanceCgroup> {
     let alive = move |pgid: Option<i32>, cg: &Option<InstanceCgroup>| {
         pgid.is_some_and(process::group_alive) || cg.as_ref().is_some_and(InstanceCgroup::populated)
     };
     if !alive(pgid, &cgroup) {
-        if let Some(cg) = cgroup {
-            let _ = cg.remove();
-        }
-        return;
+        return cgroup;
     }
     signal_run(pgid, cgroup.as_ref(), signal);
     tokio::spawn(async move {
@@ -418,4 +423,5 @@ fn clean_up_run(pgid: Option<i32>, cgroup: Option<InstanceCgroup>, signal: i32, 
             let _ = cg.remove();
         }
     });
+    None
 }
