@@ -150,11 +150,12 @@ struct InstanceTask {
     lc: Lifecycle,
     /// The group leader (and pgid) of the current or stopping run.
     pid: Option<i32>,
-    /// The cgroup of the current or stopping run. Each run gets a fresh one,
-    /// so a crashed run's leftovers are cleaned up without touching its
-    /// successor.
+    /// The cgroup of the current or stopping run. A run that left
+    /// processes behind keeps its cgroup for their cleanup and the next run
+    /// gets a fresh one, so the cleanup never touches the successor; an
+    /// empty one is reused.
     run_cgroup: Option<InstanceCgroup>,
-    /// Runs started so far; names the run cgroups.
+    /// Cgroups created so far; names them.
     runs: u64,
     restart_deadline: Option<tokio::time::Instant>,
     kill_deadline: Option<tokio::time::Instant>,
