@@ -6,42 +6,6 @@
 
 use std::time::Duration;
 
-/// Linux signal names without the `SIG` prefix, with their numbers; the set
-/// `stop signal=` accepts by name.
-const SIGNALS: &[(&str, i32)] = &[
-    ("HUP", 1),
-    ("INT", 2),
-    ("QUIT", 3),
-    ("ILL", 4),
-    ("TRAP", 5),
-    ("ABRT", 6),
-    ("BUS", 7),
-    ("FPE", 8),
-    ("KILL", 9),
-    ("USR1", 10),
-    ("SEGV", 11),
-    ("USR2", 12),
-    ("PIPE", 13),
-    ("ALRM", 14),
-    ("TERM", 15),
-    ("STKFLT", 16),
-    ("CHLD", 17),
-    ("CONT", 18),
-    ("STOP", 19),
-    ("TSTP", 20),
-    ("TTIN", 21),
-    ("TTOU", 22),
-    ("URG", 23),
-    ("XCPU", 24),
-    ("XFSZ", 25),
-    ("VTALRM", 26),
-    ("PROF", 27),
-    ("WINCH", 28),
-    ("IO", 29),
-    ("PWR", 30),
-    ("SYS", 31),
-];
-
 /// Highest signal number Linux accepts (real-time signals included).
 const MAX_SIGNAL: i128 = 64;
 
@@ -80,18 +44,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// A signal by name (`"SIGINT"`, `"INT"`, `"int"`) or number as text (`"2"`).
+/// A signal by name (`"SIGINT"`, `"INT"`, `"int"`, `"SIGRTMIN+2"`) or number
+/// as text (`"2"`); the names are the process module's, so what `show`
+/// prints reads back.
 pub fn parse_signal_name(text: &str) -> Result<i32, String> {
-    let trimmed = text.trim();
-    if let Ok(number) = trimmed.parse::<i128>() {
-        return signal_number(number);
-    }
-    let upper = trimmed.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS
-        .iter()
-        .find(|(name, _)| *name == bare)
-        .map(|(_, number)| *number)
+    crate::process::parse_signal(text)
         .ok_or_else(|| format!("unknown signal {text:?}; expected a name like \"SIGINT\", \"TERM\" or a number 1..=64"))
 }
 
