@@ -99,8 +99,9 @@ impl Apps {
                         .entry(name.to_string())
                         .or_insert_with(|| AppRuntime { spec: (*spec).clone(), instances: BTreeMap::new() });
                     app.spec = (*spec).clone();
+                    let launch = AppLaunch::new(&self.base_env, self.cgroups.clone(), spec);
                     for &i in indices {
-                        let ctx = instance_context(&self.base_env, self.cgroups.clone(), spec, i);
+                        let ctx = launch.instance(i);
                         let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.router.clone());
                         if runs {
                             handle.send(Control::Start);
@@ -113,9 +114,10 @@ impl Apps {
                     let Some(spec) = by_name.get(name) else { continue };
                     let Some(app) = self.apps.get_mut(name) else { continue };
                     app.spec = (*spec).clone();
+                    let launch = AppLaunch::new(&self.base_env, self.cgroups.clone(), spec);
                     for i in indices {
                         if let Some(handle) = app.instances.get(i) {
-                            let ctx = Box::new(instance_context(&self.base_env, self.cgroups.clone(), spec, *i));
+                            let ctx = Box::new(launch.instance(*i));
                             handle.send(Control::Replace { ctx, restart: runs });
                             if runs {
                                 started.push((name.to_string(), *i));
@@ -159,37 +161,60 @@ impl Apps {
     }
 }
 
-/// The environment and identity instance `index` of `spec` runs with. The
-/// same function serves `procd env`, so what it prints is what runs.
-pub fn instance_context(
-    base_env: &[(String, String)],
+/// What every instance of one app starts with, worked out once per app
+/// (the user lookup reads the passwd and group databases) and shared by its
+/// instances. The same type serves `procd env`, so what it prints is what
+/// runs.
+pub struct AppLaunch {
+    app: String,
+    spec: Arc<crate::spec::InstanceSpec>,
+    hash: crate::spec::SpecHash,
+    /// The daemon's environment with the spec's on top.
+    env: BTreeMap<String, String>,
+    credentials: Option<process::Credentials>,
+    credential_error: Option<String>,
     cgroups: Option<Arc<CgroupRoot>>,
-    spec: &AppSpec,
-    index: u32,
-) -> InstanceContext {
-    let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
-    let (credentials, credential_error) = match process::resolve_credentials(
-        spec.template.user.as_deref(),
-        spec.template.group.as_deref(),
-        &spec.template.groups,
-    ) {
-        Ok(c) => (c, None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    for (k, v) in &spec.template.env {
-        env.insert(k.clone(), v.clone());
+}
+
+impl AppLaunch {
+    pub fn new(base_env: &[(String, String)], cgroups: Option<Arc<CgroupRoot>>, spec: &AppSpec) -> AppLaunch {
+        let (credentials, credential_error) = match process::resolve_credentials(
+            spec.template.user.as_deref(),
+            spec.template.group.as_deref(),
+            &spec.template.groups,
+        ) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
+        env.extend(spec.template.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert("PROCD_APP".into(), spec.name.clone());
+        AppLaunch {
+            app: spec.name.clone(),
+            spec: Arc::new(spec.template.clone()),
+            hash: spec.hash.clone(),
+            env,
+            credentials,
+            credential_error,
+            cgroups,
+        }
     }
-    env.insert("PROCD_APP".into(), spec.name.clone());
-    env.insert("PROCD_INSTANCE".into(), index.to_string());
-    env.insert("NODE_APP_INSTANCE".into(), index.to_string());
-    InstanceContext {
-        app: spec.name.clone(),
-        index,
-        spec: Arc::new(spec.template.clone()),
-        hash: spec.hash.clone(),
-        env: Arc::new(env.into_iter().collect()),
-        credentials,
-        credential_error,
-        cgroups,
+
+    /// The context of instance `index`: the app's, plus its index in
+    /// `PROCD_INSTANCE` and `NODE_APP_INSTANCE`.
+    pub fn instance(&self, index: u32) -> InstanceContext {
+        let mut env = self.env.clone();
+        env.insert("PROCD_INSTANCE".into(), index.to_string());
+        env.insert("NODE_APP_INSTANCE".into(), index.to_string());
+        InstanceContext {
+            app: self.app.clone(),
+            index,
+            spec: self.spec.clone(),
+            hash: self.hash.clone(),
+            env: Arc::new(env.into_iter().collect()),
+            credentials: self.credentials.clone(),
+            credential_error: self.credential_error.clone(),
+            cgroups: self.cgroups.clone(),
+        }
     }
 }

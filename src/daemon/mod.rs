@@ -33,8 +33,8 @@ use crate::supervisor::RestartReason;
 use crate::supervisor::task::Control;
 use crate::watch::ConfigWatcher;
 
+pub use apps::AppLaunch;
 use apps::Apps;
-pub use apps::instance_context;
 use usage::{Sampler, SharedSampler};
 
 /// Settings of one daemon run.

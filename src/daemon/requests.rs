@@ -143,7 +143,7 @@ impl Daemon {
         if index >= count {
             return error(format!("app `{app}` has {count} instance(s); index {index} does not exist"));
         }
-        let ctx = super::instance_context(&self.apps.base_env, None, spec, index);
+        let ctx = super::AppLaunch::new(&self.apps.base_env, None, spec).instance(index);
         Reply::Now(Response::Env { vars: ctx.env.as_ref().clone() })
     }
 
