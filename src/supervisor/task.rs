@@ -237,7 +237,8 @@ impl InstanceTask {
     fn apply(&mut self, event: Event) {
         let mut queue = vec![event];
         while let Some(event) = queue.pop() {
-            let label = format!("{event:?}");
+            // Formatted only when traced: this runs on every respawn.
+            let label = tracing::enabled!(tracing::Level::TRACE).then(|| format!("{event:?}"));
             let effects = match self.lc.step(event, Instant::now(), &self.ctx.spec.restart) {
                 Ok(fx) => fx,
                 Err(illegal) => {
@@ -245,7 +246,9 @@ impl InstanceTask {
                     continue;
                 }
             };
-            tracing::trace!(app = %self.ctx.app, index = self.ctx.index, "{label} -> {}", self.lc.status);
+            if let Some(label) = label {
+                tracing::trace!(app = %self.ctx.app, index = self.ctx.index, "{label} -> {}", self.lc.status);
+            }
             for effect in effects {
                 if let Some(next) = self.perform(effect) {
                     queue.push(next);
