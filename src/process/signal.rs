@@ -65,6 +65,11 @@ pub fn signal_group(pgid: i32, signal: i32) -> io::Result<()> {
     }
 }
 
+/// SIGKILL to every process of the group `pgid`: the end of every stop.
+pub fn kill_group(pgid: i32) -> io::Result<()> {
+    signal_group(pgid, libc::SIGKILL)
+}
+
 /// Whether any process of the group `pgid` still exists (`kill(-pgid, 0)`).
 ///
 /// A process we may not signal (`EPERM`) exists. Zombies count as alive

@@ -385,14 +385,12 @@ fn signal_run(pgid: Option<i32>, cgroup: Option<&InstanceCgroup>, signal: i32) {
 
 fn kill_run(pgid: Option<i32>, cgroup: Option<&InstanceCgroup>) {
     if let Some(pgid) = pgid {
-        let _ = process::signal_group(pgid, SIGKILL);
+        let _ = process::kill_group(pgid);
     }
     if let Some(cg) = cgroup {
         cg.kill_all();
     }
 }
-
-const SIGKILL: i32 = 9;
 
 /// The leader of a run died on its own; whatever it left (in its group or
 /// its cgroup) gets the stop signal now and SIGKILL after the timeout,
