@@ -125,11 +125,13 @@ impl LogHub {
     /// The shared file at `path`, opening a registry entry if none is live.
     fn file(&self, path: &PathBuf, spec: &LogSpec) -> Arc<LogFile> {
         let mut files = lock(&self.inner.files);
-        files.retain(|_, w| w.strong_count() > 0);
         if let Some(f) = files.get(path).and_then(Weak::upgrade) {
             f.set_rotate(spec.rotate.clone());
             return f;
         }
+        // Dead entries are pruned only when a file is opened, not on every
+        // attach (every respawn).
+        files.retain(|_, w| w.strong_count() > 0);
         let f = Arc::new(LogFile::new(path.clone(), spec.rotate.clone(), false));
         files.insert(path.clone(), Arc::downgrade(&f));
         f
