@@ -12,6 +12,20 @@ use procd::paths::Paths;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Keeper { listen_fd, resume_fd } = cli.command {
+        use procd::process::keeper::{self, KeeperStart};
+        let start = match resume_fd {
+            Some(state) => KeeperStart::Resume { listen: listen_fd, state },
+            None => KeeperStart::Listen(listen_fd),
+        };
+        return match keeper::run(start) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("procd keeper: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Daemon(args) = &cli.command {
         let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
         let daemon_log = init_tracing(&paths.log_dir);
@@ -23,6 +37,7 @@ fn main() -> ExitCode {
             sample_every: args.sample_every,
             daemon_log: Some(daemon_log),
             cgroups: !args.no_cgroups,
+            keep_apps: args.keep_apps,
         };
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,

@@ -83,6 +83,16 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
     }
+
+    /// The keeper's pid, for operators and tests (informational).
+    pub fn keeper_pid_file(&self) -> PathBuf {
+        self.state_dir.join("keeper.pid")
+    }
+
+    /// Where the keeper listens for the daemon (mode 0600).
+    pub fn keeper_socket(&self) -> PathBuf {
+        self.state_dir.join("keeper.sock")
+    }
 }
 
 fn default_config_dir(root: bool) -> PathBuf {

@@ -91,6 +91,25 @@ pub enum Command {
     Flush { app: Option<String> },
     /// Reopen every log file (after an external logrotate).
     ReloadLogs,
+    /// Replace the running daemon (and its keeper) by the procd binary now
+    /// on disk, without restarting any app.
+    Update {
+        /// How long to wait for the new daemon to answer.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Stop every app, then the daemon and its keeper (PM2's `kill`).
+    Kill,
+    /// The keeper process the daemon starts; not for interactive use.
+    #[command(hide = true)]
+    Keeper {
+        /// The listening socket, inherited from the daemon.
+        #[arg(long)]
+        listen_fd: i32,
+        /// The state of the keeper this one replaces (`procd update`).
+        #[arg(long)]
+        resume_fd: Option<i32>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +130,11 @@ pub struct DaemonArgs {
     /// (stops then reach process groups only).
     #[arg(long)]
     pub no_cgroups: bool,
+    /// On SIGTERM/SIGINT, exit without stopping the apps: the keeper keeps
+    /// them running and the next daemon adopts them (the systemd unit uses
+    /// this, so `systemctl restart procd` restarts no app).
+    #[arg(long)]
+    pub keep_apps: bool,
 }
 
 #[derive(Debug, Args)]

@@ -105,7 +105,43 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Logs { app, lines, follow, err, out } => logs(&client, app, lines, follow, err, out),
         Command::Flush { app } => done(client.call(Request::Flush { app })?),
         Command::ReloadLogs => done(client.call(Request::ReloadLogs)?),
+        Command::Update { timeout } => update(&client, timeout),
+        Command::Kill => kill(&client, &paths),
+        Command::Keeper { .. } => unreachable!("main runs the keeper"),
     }
+}
+
+/// `procd update`: asks the daemon to re-execute, then waits until the new
+/// image answers (same pid, new start time).
+fn update(client: &Client, timeout: std::time::Duration) -> Outcome {
+    let before = match client.call(Request::Ping)? {
+        Response::Pong { started_ms, .. } => started_ms,
+        other => return done(other),
+    };
+    let start = std::time::Instant::now();
+    done(client.call(Request::Update)?)?;
+    while start.elapsed() < timeout {
+        if let Ok(Response::Pong { started_ms, version, pid }) = client.call(Request::Ping)
+            && started_ms != before
+        {
+            println!("procd {version} (pid {pid}) answers after {} ms", start.elapsed().as_millis());
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    eprintln!("procd: the updated daemon did not answer within {timeout:?}");
+    Ok(false)
+}
+
+/// `procd kill`: stops every app, the keeper and the daemon, and waits
+/// until the daemon's socket is gone.
+fn kill(client: &Client, paths: &Paths) -> Outcome {
+    done(client.call(Request::Kill)?)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while paths.socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(!paths.socket.exists())
 }
 
 fn check(paths: &Paths, given: Vec<PathBuf>, env: Option<String>) -> Outcome {

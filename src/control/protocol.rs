@@ -72,6 +72,11 @@ pub enum Request {
         app: Option<String>,
     },
     Ping,
+    /// `procd update`: re-execute the keeper and the daemon from the binary
+    /// now on disk; no app restarts. Answered before the daemon goes.
+    Update,
+    /// `procd kill`: stop every app, then the keeper and the daemon.
+    Kill,
 }
 
 /// What the daemon answers.
@@ -100,6 +105,10 @@ pub enum Response {
     Pong {
         pid: u32,
         version: String,
+        /// When this daemon image started (ms since the epoch): it changes
+        /// across `procd update`, which keeps the pid.
+        #[serde(default)]
+        started_ms: u64,
     },
 }
 

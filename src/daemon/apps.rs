@@ -2,15 +2,16 @@
 //! them: which instance actors exist, with which spec, and what each
 //! [`Action`] does to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::logs::LogHub;
 use crate::process::{self, CgroupRoot};
 use crate::reconcile::{Action, DesiredApp, ObservedApp};
-use crate::spec::AppSpec;
+use crate::spec::{AppSpec, InstanceSpec, StopSpec};
 use crate::supervisor::task::Control;
-use crate::supervisor::{ExitRouter, InstanceContext, InstanceHandle};
+use crate::supervisor::{AdoptedRun, InstanceContext, InstanceHandle, InstanceRecord, Inventory, KeeperClient};
 
 /// One app as the daemon runs it.
 pub struct AppRuntime {
@@ -26,7 +27,13 @@ pub struct Apps {
     /// until their task ends so shutdown can wait for them.
     pub draining: Vec<InstanceHandle>,
     pub logs: LogHub,
-    pub router: ExitRouter,
+    /// Spawns every instance and reports their exits.
+    pub keeper: KeeperClient,
+    /// Runs a previous daemon started, waiting for the declared instance
+    /// they belong to (claimed by the first plan, the rest stopped).
+    pub adoptable: HashMap<(String, u32), AdoptedRun>,
+    /// Counters and `errored` statuses a previous daemon left.
+    pub records: HashMap<(String, u32), InstanceRecord>,
     /// The daemon's own environment, the base of every instance's.
     pub base_env: Vec<(String, String)>,
     /// The daemon's cgroup subtree, when the host has a writable cgroup v2.
@@ -102,11 +109,35 @@ impl Apps {
                     let launch = AppLaunch::new(&self.base_env, self.cgroups.clone(), spec);
                     for &i in indices {
                         let ctx = launch.instance(i);
-                        let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.router.clone());
-                        if runs {
-                            handle.send(Control::Start);
-                            started.push((name.to_string(), i));
-                        }
+                        let key = (name.to_string(), i);
+                        let record = self.records.remove(&key);
+                        let handle = match self.adoptable.remove(&key) {
+                            Some(run) => {
+                                let changed = run.tag.hash != spec.hash;
+                                let handle =
+                                    InstanceHandle::adopt(ctx, self.logs.clone(), self.keeper.clone(), run, record);
+                                if !runs {
+                                    // Stopped by an operator while no daemon ran.
+                                    handle.send(Control::Stop);
+                                } else if changed {
+                                    // The spec changed while no daemon ran.
+                                    let ctx = Box::new(launch.instance(i));
+                                    handle.send(Control::Replace { ctx, restart: true });
+                                    started.push(key);
+                                }
+                                handle
+                            }
+                            None => {
+                                let errored =
+                                    record.as_ref().is_some_and(|r| r.status == crate::supervisor::Status::Errored);
+                                let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.keeper.clone(), record);
+                                if runs && !errored {
+                                    handle.send(Control::Start);
+                                    started.push(key);
+                                }
+                                handle
+                            }
+                        };
                         app.instances.insert(i, handle);
                     }
                 }
@@ -138,6 +169,52 @@ impl Apps {
         }
         self.draining.retain(|h| !h.join.is_finished());
         started
+    }
+
+    /// Takes what the keeper handed over, for the first plan to claim.
+    pub fn take_inventory(&mut self, inventory: Inventory) {
+        for run in inventory.runs {
+            self.adoptable.insert((run.tag.app.clone(), run.tag.index), run);
+        }
+        self.records = inventory.records.into_iter().collect();
+    }
+
+    /// Stops the adopted runs no declared instance claimed (their app was
+    /// removed or scaled down while no daemon ran), draining their output
+    /// to the app's default log files until they are gone.
+    pub fn stop_unclaimed(&mut self) {
+        for ((app, index), run) in std::mem::take(&mut self.adoptable) {
+            tracing::info!(app, index, pid = run.pid, "stopping an instance no longer declared");
+            let stop =
+                StopSpec { signal: run.tag.stop_signal, timeout: Duration::from_millis(run.tag.stop_timeout_ms) };
+            let spec = InstanceSpec {
+                argv: Vec::new(),
+                cwd: None,
+                env: BTreeMap::new(),
+                user: None,
+                group: None,
+                groups: Vec::new(),
+                stop,
+                restart: Default::default(),
+                logs: Default::default(),
+            };
+            let ctx = InstanceContext {
+                app: app.clone(),
+                index,
+                spec: Arc::new(spec),
+                hash: run.tag.hash.clone(),
+                env: Arc::default(),
+                credentials: None,
+                credential_error: None,
+                cgroups: self.cgroups.clone(),
+            };
+            let handle = InstanceHandle::adopt(ctx, self.logs.clone(), self.keeper.clone(), run, None);
+            handle.send(Control::Remove);
+            self.draining.push(handle);
+        }
+        for (app, index) in std::mem::take(&mut self.records).into_keys() {
+            self.keeper.store(InstanceRecord::key(&app, index), None);
+        }
     }
 
     /// Sends `msg()` to every instance of the named apps.

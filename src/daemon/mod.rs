@@ -28,9 +28,10 @@ use crate::paths::Paths;
 use crate::process::{self, Reaper};
 use crate::spec::{AppSpec, LoadOptions, Loader, SpecDir, SpecError, WatchSpec};
 use crate::state::OperatorState;
-use crate::supervisor::ExitRouter;
 use crate::supervisor::RestartReason;
+use crate::supervisor::keeper::KeeperError;
 use crate::supervisor::task::Control;
+use crate::supervisor::{ExitRouter, KeeperClient};
 use crate::watch::ConfigWatcher;
 
 pub use apps::AppLaunch;
@@ -56,6 +57,19 @@ pub struct DaemonOptions {
     pub daemon_log: Option<DaemonLog>,
     /// Use a cgroup per instance run where cgroup v2 is writable.
     pub cgroups: bool,
+    /// SIGTERM/SIGINT end the daemon only; the keeper keeps the apps.
+    pub keep_apps: bool,
+}
+
+/// How the daemon loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Stop every app, then the keeper (SIGTERM/SIGINT, `procd kill`).
+    StopApps,
+    /// Leave the apps to the keeper for the next daemon (`--keep-apps`).
+    KeepApps,
+    /// Re-execute the keeper and the daemon (`procd update`).
+    Update,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +82,10 @@ pub enum DaemonError {
     Setup { what: &'static str, source: std::io::Error },
     #[error("cannot watch the config dir: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Keeper(#[from] KeeperError),
+    #[error("cannot re-execute {exe}: {source}")]
+    Reexec { exe: std::path::PathBuf, source: std::io::Error },
 }
 
 /// The state the daemon loop owns.
@@ -90,6 +108,10 @@ pub struct Daemon {
     /// Watchers that could not start (a missing path), shown with the
     /// config errors until fixed.
     watch_errors: Vec<SpecError>,
+    /// When this daemon image started, for `procd update` to see the new one.
+    started_ms: u64,
+    /// Set by a request that ends the daemon (`update`, `kill`).
+    exit: Option<Exit>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -108,16 +130,27 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
     let router = ExitRouter::default();
+    // The apps are the keeper's children; ours are the keeper itself (at
+    // first) and, as PID 1 in a container, every orphan of the namespace.
     let mut reaper = Reaper::new().map_err(|source| DaemonError::Setup { what: "the child reaper", source })?;
-    let reaper_router = router.clone();
     tokio::spawn(async move {
         loop {
             for (pid, status) in reaper.reaped().await {
-                tracing::trace!(pid, "reaped: {status}");
-                reaper_router.deliver(pid, status);
+                tracing::debug!(pid, "reaped a child of the daemon: {status}");
             }
         }
     });
+    let exe =
+        std::env::current_exe().map_err(|source| DaemonError::Setup { what: "finding procd's binary", source })?;
+    let (keeper, inventory) = KeeperClient::connect(&paths.keeper_socket(), &exe, router.clone()).await?;
+    let _ = std::fs::write(paths.keeper_pid_file(), format!("{}\n", inventory.keeper_pid));
+    if inventory.existing {
+        tracing::info!(
+            keeper = inventory.keeper_pid,
+            "adopting {} running instance(s) from the keeper",
+            inventory.runs.iter().filter(|r| r.exit.is_none()).count()
+        );
+    }
     let sampler = Sampler::new(router.clone());
     tokio::spawn(usage::sample_usage(sampler.clone(), opts.sample_every));
 
@@ -138,7 +171,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             apps: Default::default(),
             draining: Vec::new(),
             logs: LogHub::new(paths.log_dir.clone()),
-            router,
+            keeper: keeper.clone(),
+            adoptable: Default::default(),
+            records: Default::default(),
             base_env: base_env(),
             cgroups: if opts.cgroups { detect_cgroups(&paths) } else { None },
             cpus: process::cpu_count(),
@@ -150,8 +185,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         watchers: HashMap::new(),
         watch_tx: app_watch_tx,
         watch_errors: Vec::new(),
+        started_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        exit: None,
         opts,
     };
+    daemon.apps.take_inventory(inventory);
 
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let mut watcher = ConfigWatcher::new(daemon.dirs.iter().map(|d| d.path.clone()).collect(), watch_tx)?;
@@ -165,6 +205,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1 handling")?;
 
     daemon.rescan();
+    // Adopted runs no declared instance claimed: their app or index is gone.
+    daemon.apps.stop_unclaimed();
     tracing::info!(
         config_dir = %daemon.opts.paths.config_dir.display(),
         socket = %daemon.opts.paths.socket.display(),
@@ -177,11 +219,21 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut burst_start: Option<Instant> = None;
     let mut periodic = tokio::time::interval(daemon.opts.rescan_every);
     periodic.tick().await;
-    loop {
+    let on_signal = if daemon.opts.keep_apps { Exit::KeepApps } else { Exit::StopApps };
+    let mut keeper_lost = false;
+    let exit = loop {
+        if let Some(exit) = daemon.exit {
+            break exit;
+        }
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             Some((request, reply)) = req_rx.recv() => {
                 let _ = reply.send(daemon.handle(request));
+            }
+            _ = keeper.lost(), if !keeper_lost => {
+                keeper_lost = true;
+                tracing::error!("lost the keeper: apps already running go on, but no app can be started \
+                    or supervised until procd is restarted");
             }
             Some(()) = watch_rx.recv() => {
                 // Each event pushes the rescan back, so a burst is one rescan.
@@ -204,18 +256,46 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 daemon.rescan();
             }
             _ = usr1.recv() => daemon.reopen_logs(),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break on_signal,
+            _ = int.recv() => break on_signal,
+        }
+    };
+    daemon.watchers.clear();
+    match exit {
+        Exit::StopApps => {
+            tracing::info!("stopping every app");
+            daemon.shutdown().await;
+            keeper.exit();
+            keeper.flush().await;
+            let _ = std::fs::remove_file(daemon.opts.paths.keeper_pid_file());
+            if let Some(cgroups) = &daemon.apps.cgroups {
+                let _ = cgroups.remove();
+            }
+            let _ = std::fs::remove_file(&daemon.opts.paths.socket);
+            Ok(())
+        }
+        Exit::KeepApps => {
+            tracing::info!("exiting; the keeper keeps every app running for the next daemon");
+            keeper.flush().await;
+            let _ = std::fs::remove_file(&daemon.opts.paths.socket);
+            Ok(())
+        }
+        Exit::Update => {
+            tracing::info!(exe = %exe.display(), "updating: re-executing the keeper, then the daemon");
+            keeper.flush().await;
+            keeper.reexec(&exe).await;
+            Err(reexec(&exe))
         }
     }
-    tracing::info!("stopping every app");
-    daemon.watchers.clear();
-    daemon.shutdown().await;
-    if let Some(cgroups) = &daemon.apps.cgroups {
-        let _ = cgroups.remove();
-    }
-    let _ = std::fs::remove_file(&daemon.opts.paths.socket);
-    Ok(())
+}
+
+/// Replaces this process by `exe` with the same arguments: the pid (and a
+/// service manager's view of it) stays, the new image adopts everything
+/// from the keeper. Returns only on failure.
+fn reexec(exe: &std::path::Path) -> DaemonError {
+    use std::os::unix::process::CommandExt;
+    let source = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+    DaemonError::Reexec { exe: exe.to_owned(), source }
 }
 
 impl Daemon {

@@ -25,9 +25,11 @@ fn error(message: impl Into<String>) -> Reply {
 impl Daemon {
     pub(super) fn handle(&mut self, request: Request) -> Reply {
         match request {
-            Request::Ping => {
-                Reply::Now(Response::Pong { pid: std::process::id(), version: env!("CARGO_PKG_VERSION").into() })
-            }
+            Request::Ping => Reply::Now(Response::Pong {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_ms: self.started_ms,
+            }),
             Request::Status { app, detail } => {
                 if let Some(name) = &app
                     && !self.apps.apps.contains_key(name)
@@ -53,6 +55,14 @@ impl Daemon {
             Request::ReloadLogs => {
                 self.reopen_logs();
                 Reply::Now(Response::Done { message: "log files reopened".into() })
+            }
+            Request::Update => {
+                self.exit = Some(super::Exit::Update);
+                Reply::Now(Response::Done { message: "updating: the daemon and its keeper re-execute".into() })
+            }
+            Request::Kill => {
+                self.exit = Some(super::Exit::StopApps);
+                Reply::Now(Response::Done { message: "stopping every app, the keeper and the daemon".into() })
             }
             Request::Flush { app } => match self.apps.logs.flush(app.as_deref()) {
                 Ok(files) => Reply::Now(Response::Done { message: format!("flushed {} log file(s)", files.len()) }),

@@ -101,6 +101,12 @@ pub struct InstanceCgroup {
 }
 
 impl InstanceCgroup {
+    /// An instance cgroup that already exists at `path`: a run adopted from
+    /// the keeper, or the target the keeper is asked to start a child in.
+    pub fn existing(path: PathBuf) -> InstanceCgroup {
+        InstanceCgroup { path }
+    }
+
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -13,7 +13,7 @@ use super::error::ProcessError;
 
 /// Who an app runs as, all numeric so that [`launch`](super::launch) needs no
 /// database lookup between `fork` and `exec`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     /// Real, effective and saved user id of the child.
     pub uid: u32,

@@ -37,8 +37,9 @@ mod clone;
 mod creds;
 mod error;
 mod host;
+pub mod keeper;
 mod peer;
-mod reap;
+pub(crate) mod reap;
 mod signal;
 mod spawn;
 

@@ -103,7 +103,7 @@ impl Reaper {
 }
 
 /// Collects every exited child without blocking.
-fn drain() -> Vec<(i32, ExitStatus)> {
+pub(crate) fn drain() -> Vec<(i32, ExitStatus)> {
     let mut exited = Vec::new();
     loop {
         let mut status = 0;

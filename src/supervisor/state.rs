@@ -11,14 +11,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::backoff;
 use crate::process::ExitStatus;
 use crate::spec::{RestartPolicy, RestartSpec};
 
 /// The status shown in `status`; the names are the interface contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Starting,
@@ -49,7 +49,7 @@ impl fmt::Display for Status {
 }
 
 /// Why an instance was (re)started; recorded for `status` and `show`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum RestartReason {
     /// The program exited or was killed on its own.
@@ -187,6 +187,37 @@ impl Default for Lifecycle {
 }
 
 impl Lifecycle {
+    /// An instance whose process a previous daemon started and this one
+    /// adopted from the keeper: online since `since`, with its counters.
+    pub fn adopted(
+        since: Instant,
+        restarts: u32,
+        last_exit: Option<ExitStatus>,
+        last_reason: Option<RestartReason>,
+    ) -> Lifecycle {
+        Lifecycle {
+            status: Status::Online,
+            restarts,
+            online_since: Some(since),
+            last_exit,
+            last_reason,
+            ..Lifecycle::default()
+        }
+    }
+
+    /// An instance with no process, as a previous daemon left it: `errored`
+    /// stays errored (until an operator or a spec change starts it), any
+    /// other status is stopped, ready to be started; counters are kept.
+    pub fn restored(
+        status: Status,
+        restarts: u32,
+        last_exit: Option<ExitStatus>,
+        last_reason: Option<RestartReason>,
+    ) -> Lifecycle {
+        let status = if status == Status::Errored { Status::Errored } else { Status::Stopped };
+        Lifecycle { status, restarts, last_exit, last_reason, ..Lifecycle::default() }
+    }
+
     /// Applies `event` at `now` under `policy`; on an illegal transition the
     /// state is left exactly as it was.
     pub fn step(&mut self, event: Event, now: Instant, policy: &RestartSpec) -> Result<Vec<Effect>, IllegalTransition> {

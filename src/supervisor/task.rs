@@ -14,10 +14,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
-use super::router::{ExitRouter, Route};
+use super::keeper::{AdoptedRun, InstanceRecord, KeeperClient, RunTag};
+use super::router::Route;
 use super::state::{Effect, Event, Lifecycle, RestartReason, Status};
 use crate::logs::LogHub;
-use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup, LaunchSpec};
+use crate::process::keeper::LaunchRequest;
+use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup};
 use crate::spec::{InstanceSpec, SpecHash};
 
 /// How often a stopping instance checks whether its group is empty. Short,
@@ -93,8 +95,60 @@ pub struct InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Creates the instance's task, initially stopped.
-    pub fn spawn(ctx: InstanceContext, logs: LogHub, router: ExitRouter) -> InstanceHandle {
+    /// Creates the instance's task, initially stopped (or as `record` left
+    /// it: an instance a previous daemon gave up on stays `errored`).
+    pub fn spawn(
+        ctx: InstanceContext,
+        logs: LogHub,
+        keeper: KeeperClient,
+        record: Option<InstanceRecord>,
+    ) -> InstanceHandle {
+        let lc = match record {
+            Some(r) => Lifecycle::restored(r.status, r.restarts, r.last_exit, r.last_reason),
+            None => Lifecycle::default(),
+        };
+        Self::with(ctx, logs, keeper, lc, |_| {})
+    }
+
+    /// Creates the task of an instance whose process a previous daemon
+    /// started: online with that process, its pipes drained again, its exit
+    /// (if it came while no daemon ran) handled at once.
+    pub fn adopt(
+        ctx: InstanceContext,
+        logs: LogHub,
+        keeper: KeeperClient,
+        run: AdoptedRun,
+        record: Option<InstanceRecord>,
+    ) -> InstanceHandle {
+        let since = instant_of_unix_ms(run.tag.started_ms);
+        let (restarts, last_exit, last_reason) = match record {
+            Some(r) => (r.restarts, r.last_exit, r.last_reason),
+            None => (0, None, None),
+        };
+        let lc = Lifecycle::adopted(since, restarts, last_exit, last_reason);
+        logs.attach(&ctx.app, ctx.index, &ctx.spec.logs, run.stdout, run.stderr);
+        Self::with(ctx, logs, keeper, lc, |task| {
+            task.pid = Some(run.pid);
+            task.runs = run.tag.runs;
+            task.run_cgroup = run.tag.cgroup.clone().map(InstanceCgroup::existing);
+            let route = task.route();
+            match run.exit {
+                Some(status) => {
+                    task.keeper.forget(run.pid);
+                    let _ = task.tx.send(Control::Exited { pid: run.pid, status });
+                }
+                None => task.keeper.router().register(run.pid, route),
+            }
+        })
+    }
+
+    fn with(
+        ctx: InstanceContext,
+        logs: LogHub,
+        keeper: KeeperClient,
+        lc: Lifecycle,
+        setup: impl FnOnce(&mut InstanceTask),
+    ) -> InstanceHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let view = Arc::new(Mutex::new(InstanceView {
             index: ctx.index,
@@ -109,14 +163,14 @@ impl InstanceHandle {
             error: None,
             alive: true,
         }));
-        let task = InstanceTask {
+        let mut task = InstanceTask {
             ctx,
             logs,
-            router,
+            keeper,
             tx: tx.clone(),
             rx,
             view: view.clone(),
-            lc: Lifecycle::default(),
+            lc,
             pid: None,
             run_cgroup: None,
             runs: 0,
@@ -124,7 +178,10 @@ impl InstanceHandle {
             kill_deadline: None,
             awaiting_group: false,
             removing: false,
+            recorded: None,
         };
+        setup(&mut task);
+        task.publish();
         let join = tokio::spawn(task.run());
         InstanceHandle { tx, view, join }
     }
@@ -142,7 +199,8 @@ impl InstanceHandle {
 struct InstanceTask {
     ctx: InstanceContext,
     logs: LogHub,
-    router: ExitRouter,
+    /// Spawns our runs and reports their exits; keeps our record.
+    keeper: KeeperClient,
     /// Our own sender, handed to the exit router for each new pid.
     tx: mpsc::UnboundedSender<Control>,
     rx: mpsc::UnboundedReceiver<Control>,
@@ -162,6 +220,8 @@ struct InstanceTask {
     awaiting_group: bool,
     /// `Remove` was received: end the task once stopped.
     removing: bool,
+    /// The record last given to the keeper, to send only changes.
+    recorded: Option<InstanceRecord>,
 }
 
 impl InstanceTask {
@@ -195,11 +255,12 @@ impl InstanceTask {
                     Event::GroupGone
                 }
             };
-            self.apply(event);
+            self.apply(event).await;
         }
         if let Some(cg) = self.run_cgroup.take() {
             let _ = cg.remove();
         }
+        self.keeper.store(InstanceRecord::key(&self.ctx.app, self.ctx.index), None);
         let mut view = self.view.lock().unwrap();
         view.alive = false;
         view.status = Status::Stopped;
@@ -234,7 +295,7 @@ impl InstanceTask {
         }
     }
 
-    fn apply(&mut self, event: Event) {
+    async fn apply(&mut self, event: Event) {
         let mut queue = vec![event];
         while let Some(event) = queue.pop() {
             // Formatted only when traced: this runs on every respawn.
@@ -250,7 +311,7 @@ impl InstanceTask {
                 tracing::trace!(app = %self.ctx.app, index = self.ctx.index, "{label} -> {}", self.lc.status);
             }
             for effect in effects {
-                if let Some(next) = self.perform(effect) {
+                if let Some(next) = self.perform(effect).await {
                     queue.push(next);
                 }
             }
@@ -259,9 +320,9 @@ impl InstanceTask {
     }
 
     /// Carries out one effect; returns the event it produced synchronously.
-    fn perform(&mut self, effect: Effect) -> Option<Event> {
+    async fn perform(&mut self, effect: Effect) -> Option<Event> {
         match effect {
-            Effect::Spawn => Some(self.spawn()),
+            Effect::Spawn => Some(self.spawn().await),
             Effect::SignalStop => {
                 signal_run(self.pid, self.run_cgroup.as_ref(), self.ctx.spec.stop.signal);
                 self.kill_deadline = Some(tokio::time::Instant::now() + self.ctx.spec.stop.timeout);
@@ -295,7 +356,7 @@ impl InstanceTask {
         }
     }
 
-    fn spawn(&mut self) -> Event {
+    async fn spawn(&mut self) -> Event {
         // A run that ended by a stop leaves its pid here until the next start.
         self.pid = None;
         self.awaiting_group = false;
@@ -304,8 +365,7 @@ impl InstanceTask {
             self.view.lock().unwrap().error = Some(e.clone());
             return Event::SpawnFailed(e);
         }
-        let spec = &self.ctx.spec;
-        let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
+        let spec = self.ctx.spec.clone();
         // An empty cgroup from the previous run is reused: creating and
         // removing one per restart would sit on the respawn path.
         self.run_cgroup = match self.run_cgroup.take() {
@@ -318,30 +378,33 @@ impl InstanceTask {
                 })
             }
         };
-        let launch = LaunchSpec {
-            argv: &spec.argv,
-            cwd: &cwd,
-            env: &self.ctx.env,
-            credentials: self.ctx.credentials.as_ref(),
-            cgroup: self.run_cgroup.as_ref(),
+        let launch = LaunchRequest {
+            argv: spec.argv.clone(),
+            cwd: spec.cwd.clone().unwrap_or_else(|| "/".into()),
+            env: self.ctx.env.as_ref().clone(),
+            credentials: self.ctx.credentials.clone(),
+            cgroup: self.run_cgroup.as_ref().map(|c| c.path().to_owned()),
         };
-        match process::launch(&launch) {
-            Ok(launched) => {
-                // Registered before this task yields, so the reaper (on the
-                // same thread) cannot see the exit before the route exists.
-                let route = Route {
-                    app: Arc::from(self.ctx.app.as_str()),
-                    tx: self.tx.clone(),
-                    cgroup: self.run_cgroup.clone(),
-                };
-                self.router.register(launched.pid, route);
-                self.pid = Some(launched.pid);
-                self.logs.attach(&self.ctx.app, self.ctx.index, &spec.logs, launched.stdout, launched.stderr);
+        let tag = RunTag {
+            app: self.ctx.app.clone(),
+            index: self.ctx.index,
+            hash: self.ctx.hash.clone(),
+            cgroup: launch.cgroup.clone(),
+            runs: self.runs,
+            started_ms: unix_ms_now(),
+            stop_signal: spec.stop.signal,
+            stop_timeout_ms: spec.stop.timeout.as_millis() as u64,
+        };
+        // The route is registered by the keeper client before any exit of
+        // the new pid can be delivered.
+        match self.keeper.spawn(launch, &tag, self.route()).await {
+            Ok(spawned) => {
+                self.pid = Some(spawned.pid);
+                self.logs.attach(&self.ctx.app, self.ctx.index, &spec.logs, spawned.stdout, spawned.stderr);
                 self.view.lock().unwrap().error = None;
                 Event::Spawned
             }
-            Err(e) => {
-                let msg = e.to_string();
+            Err(msg) => {
                 tracing::warn!(app = %self.ctx.app, index = self.ctx.index, "cannot start: {msg}");
                 self.view.lock().unwrap().error = Some(msg.clone());
                 Event::SpawnFailed(msg)
@@ -349,7 +412,21 @@ impl InstanceTask {
         }
     }
 
-    fn publish(&self) {
+    fn route(&self) -> Route {
+        Route { app: Arc::from(self.ctx.app.as_str()), tx: self.tx.clone(), cgroup: self.run_cgroup.clone() }
+    }
+
+    fn publish(&mut self) {
+        let record = InstanceRecord {
+            status: self.lc.status,
+            restarts: self.lc.restarts,
+            last_exit: self.lc.last_exit,
+            last_reason: self.lc.last_reason.clone(),
+        };
+        if self.recorded.as_ref() != Some(&record) {
+            self.keeper.store(InstanceRecord::key(&self.ctx.app, self.ctx.index), Some(&record));
+            self.recorded = Some(record);
+        }
         let mut v = self.view.lock().unwrap();
         v.pid = match self.lc.status {
             Status::Starting | Status::Online | Status::Stopping => self.pid,
@@ -426,4 +503,15 @@ fn clean_up_run(
         }
     });
     None
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The monotonic instant of a wall-clock time in the past (the start of an
+/// adopted process), clamped to now.
+fn instant_of_unix_ms(ms: u64) -> Instant {
+    let ago = Duration::from_millis(unix_ms_now().saturating_sub(ms));
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
 }

@@ -155,6 +155,18 @@ impl Daemon {
         panic!("timed out waiting for: {what}\n--- daemon log ---\n{}", self.daemon_log());
     }
 
+    /// The keeper's pid, as the daemon recorded it.
+    pub fn keeper_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.home.join("state/keeper.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// SIGKILL the daemon and collect it; its apps stay with the keeper.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
@@ -192,10 +204,23 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Whatever the daemon left behind (a test failure mid-way): its groups.
+        // Whatever the daemon left behind (a test failure mid-way): its groups,
+        // and the keeper it started (which exits by itself after a clean stop).
         for pid in self.seen.borrow().iter() {
             if alive(*pid as i64) {
                 signal(-*pid, "KILL");
+            }
+        }
+        if let Some(keeper) = self.keeper_pid()
+            && alive(keeper as i64)
+            && std::fs::read(format!("/proc/{keeper}/cmdline")).is_ok_and(|c| c.windows(6).any(|w| w == b"keeper"))
+        {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive(keeper as i64) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive(keeper as i64) {
+                signal(keeper, "KILL");
             }
         }
     }

@@ -1,0 +1,165 @@
+//! Nothing is lost when the daemon dies or is replaced: the keeper keeps
+//! every app, pipe and record, and the next daemon adopts them (issue #6).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, alive, script, signal};
+
+/// An app printing 1, 2, 3... one line per millisecond.
+fn counter(d: &Daemon) -> String {
+    let path = script(
+        d.dir.path(),
+        "counter.py",
+        "import sys, time\ni = 0\nwhile True:\n    i += 1\n    sys.stdout.write(f'{i}\\n')\n    sys.stdout.flush()\n    time.sleep(0.001)\n",
+    );
+    format!(
+        "app \"counter\" {{\n    run \"python3\" \"{}\"\n    logs {{\n        out \"{}\"\n    }}\n}}\n",
+        path.display(),
+        d.dir.path().join("counter.log").display()
+    )
+}
+
+fn log_numbers(d: &Daemon) -> Vec<u64> {
+    let text = std::fs::read_to_string(d.dir.path().join("counter.log")).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Waits until the log holds at least `n` numbers.
+fn wait_logged(d: &Daemon, n: usize) {
+    d.wait_until(&format!("{n} lines logged"), Duration::from_secs(20), || log_numbers(d).len() >= n);
+}
+
+/// Every number from 1 to the last one, once each, in order.
+fn assert_contiguous(numbers: &[u64]) {
+    assert!(!numbers.is_empty());
+    for (i, n) in numbers.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "line {} holds {n}: a line was lost or written twice", i + 1);
+    }
+}
+
+fn instance(d: &Daemon, app: &str) -> serde_json::Value {
+    d.app(app).unwrap()["instances"][0].clone()
+}
+
+#[test]
+fn kill_9_of_the_daemon_keeps_the_app_and_every_log_line() {
+    let mut d = Daemon::start();
+    d.write("counter.kdl", &counter(&d));
+    let pid = d.wait_online("counter", 1)[0];
+    let keeper = d.keeper_pid().expect("keeper pid recorded");
+    // Two kills in a row, each while the app writes.
+    for round in 1..=2 {
+        let before = log_numbers(&d).len();
+        wait_logged(&d, before + 100);
+        d.kill9();
+        assert!(alive(pid), "round {round}: the app died with the daemon");
+        let logged = log_numbers(&d).len();
+        // The app keeps writing into the pipe the keeper holds open; give
+        // it time to write lines no daemon reads yet.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(alive(pid));
+        d.spawn(&[]);
+        assert_eq!(d.wait_online("counter", 1), vec![pid], "round {round}: the app was started again");
+        assert_eq!(d.keeper_pid(), Some(keeper));
+        // What the app wrote while no daemon ran reaches the file.
+        wait_logged(&d, logged + 300);
+        let inst = instance(&d, "counter");
+        assert_eq!(inst["restarts"], 0);
+        assert!(inst["uptime_ms"].as_u64().unwrap() >= 300, "uptime is the process's: {inst}");
+    }
+    d.ok(&["stop", "counter"]);
+    d.wait_until("counter stopped", Duration::from_secs(10), || !alive(pid));
+    assert_contiguous(&log_numbers(&d));
+}
+
+#[test]
+fn update_replaces_daemon_and_keeper_without_restarting_apps() {
+    let d = Daemon::start();
+    d.write("counter.kdl", &counter(&d));
+    d.write("sleeper.kdl", &common::sleeper("sleeper", "instances 2"));
+    let pid = d.wait_online("counter", 1)[0];
+    let sleepers = d.wait_online("sleeper", 2);
+    let keeper = d.keeper_pid().unwrap();
+    let daemon = d.daemon_pid();
+    for _ in 0..2 {
+        let before = log_numbers(&d).len();
+        wait_logged(&d, before + 100);
+        let out = d.ok(&["update"]);
+        assert!(out.contains("answers after"), "{out}");
+        assert_eq!(d.daemon_pid(), daemon);
+        assert_eq!(d.keeper_pid(), Some(keeper), "the keeper re-executes in place");
+        assert_eq!(d.wait_online("counter", 1), vec![pid]);
+        assert_eq!(d.wait_online("sleeper", 2), sleepers);
+        assert!(std::fs::read_link(format!("/proc/{keeper}/exe")).is_ok());
+    }
+    let logged = log_numbers(&d).len();
+    wait_logged(&d, logged + 100);
+    d.ok(&["stop", "counter"]);
+    d.wait_until("counter stopped", Duration::from_secs(10), || !alive(pid));
+    assert_contiguous(&log_numbers(&d));
+    assert_eq!(instance(&d, "sleeper")["restarts"], 0);
+}
+
+#[test]
+fn a_crash_while_no_daemon_runs_is_handled_when_it_returns() {
+    let mut d = Daemon::start_with(&[("s.kdl", &common::sleeper("s", ""))], &[]);
+    let pid = d.wait_online("s", 1)[0];
+    d.kill9();
+    signal(pid as i32, "KILL");
+    // The keeper reaps it and keeps the status for the next daemon.
+    d.wait_until("app gone", Duration::from_secs(5), || !alive(pid));
+    d.spawn(&[]);
+    let new = d.wait_online("s", 1)[0];
+    assert_ne!(new, pid);
+    let inst = instance(&d, "s");
+    assert_eq!(inst["restarts"], 1, "{inst}");
+    assert_eq!(inst["last_exit"]["signal"], "SIGKILL", "{inst}");
+}
+
+#[test]
+fn errored_and_stopped_states_survive_a_daemon_kill() {
+    let failing = "app \"bad\" {\n    run \"false\"\n    restart \"always\" {\n        max-restarts 2 min-uptime=\"5s\"\n    }\n}\n";
+    let mut d = Daemon::start_with(&[("bad.kdl", failing), ("s.kdl", &common::sleeper("s", ""))], &[]);
+    d.wait_until("bad errored", Duration::from_secs(10), || instance(&d, "bad")["status"] == "errored");
+    let restarts = instance(&d, "bad")["restarts"].clone();
+    let pid = d.wait_online("s", 1)[0];
+    d.ok(&["stop", "s"]);
+    d.wait_until("s stopped", Duration::from_secs(10), || !alive(pid));
+    d.kill9();
+    d.spawn(&[]);
+    let bad = instance(&d, "bad");
+    assert_eq!(bad["status"], "errored", "{bad}");
+    assert_eq!(bad["restarts"], restarts);
+    assert_eq!(instance(&d, "s")["status"], "stopped");
+}
+
+#[test]
+fn an_app_removed_while_no_daemon_runs_is_stopped_on_return() {
+    let mut d = Daemon::start_with(&[("s.kdl", &common::sleeper("s", "")), ("t.kdl", &common::sleeper("t", ""))], &[]);
+    let s = d.wait_online("s", 1)[0];
+    let t = d.wait_online("t", 1)[0];
+    d.kill9();
+    d.remove("s.kdl");
+    d.spawn(&[]);
+    d.wait_until("removed app stopped", Duration::from_secs(10), || !alive(s));
+    assert!(d.app("s").is_none());
+    assert_eq!(d.wait_online("t", 1), vec![t]);
+}
+
+#[test]
+fn keep_apps_leaves_them_running_for_the_next_daemon() {
+    let mut d = Daemon::start_with(&[("s.kdl", &common::sleeper("s", ""))], &["--keep-apps"]);
+    let pid = d.wait_online("s", 1)[0];
+    let status = d.terminate();
+    assert!(status.success());
+    assert!(alive(pid), "--keep-apps: SIGTERM ends the daemon only");
+    d.spawn(&[]);
+    assert_eq!(d.wait_online("s", 1), vec![pid]);
+    // Without --keep-apps, SIGTERM stops apps and the keeper exits.
+    let keeper = d.keeper_pid().unwrap();
+    assert!(d.terminate().success());
+    d.wait_until("keeper exits", Duration::from_secs(10), || !alive(keeper as i64));
+    assert!(!alive(pid));
+}
