@@ -87,17 +87,8 @@ fn pids(r: &StatusReport) -> Vec<(String, Option<i32>)> {
     r.apps.iter().map(|a| (a.name.clone(), a.instances[0].pid)).collect()
 }
 
-/// (RSS, PSS) in KiB from smaps_rollup.
 fn memory(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
+    common::memory_kib(pid)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -11,14 +11,11 @@ use procd::logs::daemon_log::DaemonLog;
 use procd::paths::Paths;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Keeper { listen_fd, resume_fd } = cli.command {
-        use procd::process::keeper::{self, KeeperStart};
-        let start = match resume_fd {
-            Some(state) => KeeperStart::Resume { listen: listen_fd, state },
-            None => KeeperStart::Listen(listen_fd),
-        };
-        return match keeper::run(start) {
+    // The keeper is recognised before clap runs: every code page it touches
+    // is resident in it for as long as the apps run (its memory budget is
+    // 1 MiB), and argument parsing is a large share of the binary.
+    if let Some(start) = keeper_args() {
+        return match procd::process::keeper::run(start) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("procd keeper: {e}");
@@ -26,6 +23,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let cli = Cli::parse();
     if let Command::Daemon(args) = &cli.command {
         let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
         let daemon_log = init_tracing(&paths.log_dir);
@@ -62,6 +60,21 @@ fn main() -> ExitCode {
             eprintln!("procd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `procd keeper --listen-fd N [--resume-fd M]`, exactly as the daemon
+/// and a re-executing keeper write it; anything else is left to clap.
+fn keeper_args() -> Option<procd::process::keeper::KeeperStart> {
+    use procd::process::keeper::KeeperStart;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let fd = |v: &String| v.parse::<i32>().ok();
+    match args.as_slice() {
+        [cmd, l, listen] if cmd == "keeper" && l == "--listen-fd" => Some(KeeperStart::Listen(fd(listen)?)),
+        [cmd, l, listen, r, state] if cmd == "keeper" && l == "--listen-fd" && r == "--resume-fd" => {
+            Some(KeeperStart::Resume { listen: fd(listen)?, state: fd(state)? })
+        }
+        _ => None,
     }
 }
 

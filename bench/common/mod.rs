@@ -15,6 +15,14 @@ impl DaemonGuard {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// SIGKILL and collect the daemon; its apps stay with the keeper.
+    pub fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        // Nothing left to stop: the drop would signal a reaped pid.
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for DaemonGuard {
@@ -44,6 +52,19 @@ pub fn spawn_daemon(conf: &Path, home: &Path) -> DaemonGuard {
         .spawn()
         .expect("start procd daemon");
     DaemonGuard(child)
+}
+
+/// (RSS, PSS) in KiB from smaps_rollup.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
 }
 
 /// CPU seconds of every thread of `pid`, from schedstat (nanoseconds).

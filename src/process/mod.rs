@@ -46,7 +46,9 @@ mod spawn;
 pub use cgroup::{CgroupError, CgroupRoot, InstanceCgroup};
 pub use creds::{Credentials, resolve_credentials};
 pub use error::ProcessError;
-pub use host::{clock_ticks_per_second, cpu_count, current_uid, page_size, raise_fd_limit, release_free_memory};
+pub use host::{
+    clock_ticks_per_second, cpu_count, current_uid, page_size, raise_fd_limit, release_free_memory, trim_code_pages,
+};
 pub use peer::{peer_uid, peer_uid_std, set_socket_mode};
 pub use reap::{ExitStatus, Reaper, become_subreaper, try_reap};
 pub use signal::{group_alive, kill_group, parse_signal, signal_group, signal_name};

@@ -32,6 +32,9 @@ pub enum KeeperStart {
     Resume { listen: RawFd, state: RawFd },
 }
 
+/// Quiet time after which the keeper trims its resident memory.
+const IDLE_TRIM_MS: u16 = 1000;
+
 struct Child {
     tag: String,
     stdout: OwnedFd,
@@ -104,6 +107,8 @@ impl Keeper {
     }
 
     fn serve(&mut self) {
+        // Whether work happened since the resident set was last trimmed.
+        let mut busy = true;
         loop {
             if self.exiting && self.children.values().all(|c| c.exit.is_some()) {
                 return;
@@ -119,8 +124,17 @@ impl Keeper {
                 }
                 fds.push(PollFd::new(conn.as_fd(), want));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            let timeout = if busy { PollTimeout::from(IDLE_TRIM_MS) } else { PollTimeout::NONE };
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    // A quiet second: give back the pages the last burst of
+                    // work brought in; the next one maps what it needs.
+                    busy = false;
+                    crate::process::release_free_memory();
+                    crate::process::trim_code_pages();
+                    continue;
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => busy = true,
                 Err(e) => {
                     eprintln!("procd keeper: poll failed: {e}");
                     return;

@@ -54,7 +54,9 @@ pub fn send_raw(sock: BorrowedFd, body: &[u8], fds: &[BorrowedFd]) -> io::Result
 /// arrive close-on-exec.
 pub fn recv<T: DeserializeOwned>(sock: BorrowedFd, buf: &mut Vec<u8>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
     if buf.len() < MAX_MESSAGE {
-        buf.resize(MAX_MESSAGE, 0);
+        // Zeroed allocation maps fresh pages without writing them: only the
+        // pages a message lands in become resident (the keeper's PSS).
+        *buf = vec![0; MAX_MESSAGE];
     }
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds, truncated) = loop {
