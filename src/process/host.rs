@@ -72,18 +72,6 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     Ok(hard)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plausible_values() {
-        assert!(cpu_count() >= 1);
-        assert!(page_size().is_power_of_two());
-        assert!(clock_ticks_per_second() >= 1);
-    }
-}
-
 /// Drops the pages of this program's code from the process's resident set; they stay in the page cache and
 /// the next access maps them again. For the keeper, which lives as long as
 /// the apps and is idle nearly all the time: the code of its last burst of
@@ -109,5 +97,17 @@ pub fn trim_code_pages() {
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_values() {
+        assert!(cpu_count() >= 1);
+        assert!(page_size().is_power_of_two());
+        assert!(clock_ticks_per_second() >= 1);
     }
 }
