@@ -52,6 +52,7 @@ pub mod process;
 pub mod reconcile;
 pub mod sd_notify;
 pub mod spec;
+pub mod startup;
 pub mod state;
 pub mod supervisor;
 pub mod watch;
