@@ -20,6 +20,7 @@
 //! - [`control`]: the socket protocol, its server, and [`Client`], the
 //!   public Rust API.
 //! - [`daemon`]: wires the above together; [`cli`]: the client commands.
+//! - [`sd_notify`]: tells systemd the daemon is ready and alive.
 //!
 //! # Theory of Operation
 //!
@@ -49,7 +50,9 @@ pub mod monitor;
 pub mod paths;
 pub mod process;
 pub mod reconcile;
+pub mod sd_notify;
 pub mod spec;
+pub mod startup;
 pub mod state;
 pub mod supervisor;
 pub mod watch;

@@ -110,6 +110,10 @@ pub enum Command {
         #[arg(long)]
         resume_fd: Option<i32>,
     },
+    /// Print (or with --install, install) the init-system file that starts the daemon at boot.
+    Startup(StartupArgs),
+    /// Print (or with --install, run) the commands that remove what `startup --install` installed.
+    Unstartup(UnstartupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,4 +170,39 @@ pub struct StartArgs {
     /// Arguments passed to the script, after `--`.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// The init system; detected when omitted.
+    #[arg(value_enum)]
+    pub platform: Option<crate::startup::Platform>,
+    /// Run the daemon as this user (default: root).
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// The daemon's --home (for -u USER: ~USER/.procd by default).
+    #[arg(long = "hp", value_name = "DIR")]
+    pub hp: Option<PathBuf>,
+    /// The service's name (default: procd, or procd-USER for -u USER).
+    #[arg(long, value_parser = crate::startup::parse_service_name)]
+    pub service_name: Option<String>,
+    /// Write the file and enable the service now (needs root).
+    #[arg(long)]
+    pub install: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnstartupArgs {
+    /// The init system; detected when omitted.
+    #[arg(value_enum)]
+    pub platform: Option<crate::startup::Platform>,
+    /// The user given to `startup -u` (only to derive the default service name).
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// The service's name (default: procd, or procd-USER for -u USER).
+    #[arg(long, value_parser = crate::startup::parse_service_name)]
+    pub service_name: Option<String>,
+    /// Stop the daemon, disable the service and remove its file now (needs root).
+    #[arg(long)]
+    pub install: bool,
 }

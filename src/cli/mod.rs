@@ -5,6 +5,7 @@
 pub mod args;
 mod create;
 pub mod render;
+mod startup;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub enum CliError {
     Unexpected(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
 }
 
 /// `Ok(true)`: success; `Ok(false)`: the operation failed and said why.
@@ -34,6 +37,12 @@ pub type Outcome = Result<bool, CliError>;
 
 /// Runs a client command (every command but `daemon`).
 pub fn run(cli: Cli) -> Outcome {
+    // Init-system files neither need nor reach a daemon.
+    match cli.command {
+        Command::Startup(args) => return startup::startup(args, cli.home, cli.config_dir),
+        Command::Unstartup(args) => return startup::unstartup(args),
+        _ => {}
+    }
     let paths = Paths::resolve(cli.config_dir.as_deref(), cli.home.as_deref());
     let client = Client::new(&paths.socket);
     match cli.command {
@@ -108,6 +117,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Update { timeout } => update(&client, timeout),
         Command::Kill => kill(&client, &paths),
         Command::Keeper { .. } => unreachable!("main runs the keeper"),
+        Command::Startup(_) | Command::Unstartup(_) => unreachable!("handled above"),
     }
 }
 

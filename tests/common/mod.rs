@@ -30,15 +30,22 @@ impl Daemon {
     /// A daemon with `files` (name, content) already in conf.d and extra
     /// daemon flags.
     pub fn start_with(files: &[(&str, &str)], flags: &[&str]) -> Daemon {
+        let mut d = Self::prepare(files);
+        d.spawn(flags);
+        d
+    }
+
+    /// The temp dir with `files` in conf.d and no daemon, for a test that
+    /// starts the daemon its own way (under `unshare`) and so owns its end.
+    pub fn prepare(files: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("conf.d");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&conf).unwrap();
-        let mut d = Daemon { child: None, dir, conf, home, seen: Default::default() };
+        let d = Daemon { child: None, dir, conf, home, seen: Default::default() };
         for (name, content) in files {
             d.write(name, content);
         }
-        d.spawn(flags);
         d
     }
 
