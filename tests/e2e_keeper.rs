@@ -163,3 +163,31 @@ fn keep_apps_leaves_them_running_for_the_next_daemon() {
     d.wait_until("keeper exits", Duration::from_secs(10), || !alive(keeper as i64));
     assert!(!alive(pid));
 }
+
+#[test]
+fn under_systemd_the_daemon_notifies_ready_and_pings_the_watchdog() {
+    let mut d = Daemon::prepare(&[("s.kdl", &common::sleeper("s", ""))]);
+    let socket_path = d.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let path = socket_path.to_str().unwrap().to_owned();
+    d.spawn_env(&[], &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "200000")]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(got.iter().any(|m| m == "READY=1") && got.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2) {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // Ready only once the first reconcile ran: the app is already there.
+    assert!(d.app("s").is_some());
+    // The apps do not see the daemon's notify socket.
+    let env = d.ok(&["env", "s"]);
+    assert!(!env.contains("NOTIFY_SOCKET") && !env.contains("WATCHDOG_USEC"), "{env}");
+    d.terminate();
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING=1 before the daemon exits");
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+}

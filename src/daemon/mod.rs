@@ -221,6 +221,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     periodic.tick().await;
     let on_signal = if daemon.opts.keep_apps { Exit::KeepApps } else { Exit::StopApps };
     let mut keeper_lost = false;
+    // Under systemd (Type=notify): ready once the first reconcile launched
+    // the apps; watchdog pings from this loop, so a stuck loop misses them.
+    sd_notify(crate::sd_notify::READY);
+    let watchdog = crate::sd_notify::watchdog_interval().map(|d| d / 2);
+    let mut pings = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let exit = loop {
         if let Some(exit) = daemon.exit {
             break exit;
@@ -256,11 +261,15 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 daemon.rescan();
             }
             _ = usr1.recv() => daemon.reopen_logs(),
+            _ = pings.tick(), if watchdog.is_some() => sd_notify(crate::sd_notify::WATCHDOG),
             _ = term.recv() => break on_signal,
             _ = int.recv() => break on_signal,
         }
     };
     daemon.watchers.clear();
+    if exit != Exit::Update {
+        sd_notify(crate::sd_notify::STOPPING);
+    }
     match exit {
         Exit::StopApps => {
             tracing::info!("stopping every app");
@@ -286,6 +295,14 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             keeper.reexec(&exe).await;
             Err(reexec(&exe))
         }
+    }
+}
+
+/// Tells the service manager, if any, about our state; a failure is worth a
+/// warning only.
+fn sd_notify(state: &str) {
+    if let Err(e) = crate::sd_notify::notify(state) {
+        tracing::warn!("cannot notify the service manager ({state}): {e}");
     }
 }
 

@@ -50,8 +50,14 @@ impl Daemon {
     }
 
     pub fn spawn(&mut self, flags: &[&str]) {
+        self.spawn_env(flags, &[]);
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables.
+    pub fn spawn_env(&mut self, flags: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::File::create(self.dir.path().join("daemon.stderr")).unwrap();
         let child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("daemon")
             .arg("--config-dir")
             .arg(&self.conf)
