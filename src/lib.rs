@@ -14,6 +14,10 @@
 //!   actor task per instance carrying the lifecycle's effects out.
 //! - [`process`]: the only module that forks, signals and reaps (and the
 //!   only one with `unsafe`); [`monitor`] reads memory and CPU from /proc.
+//! - [`listen`]: the app's listening sockets, bound by procd and passed to
+//!   every instance (`LISTEN_FDS`), so reloads never refuse a connection.
+//! - [`ready`]: readiness probes (tcp, http, exec) and the receivers of the
+//!   systemd notify protocol and of Node's IPC channel (PM2's `wait_ready`).
 //! - [`logs`]: pipes → log files, rotation, tailing.
 //! - [`watch`]: config dir events → "rescan".
 //! - [`state`]: operator state, written atomically.
@@ -45,10 +49,12 @@ pub mod app_watch;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod listen;
 pub mod logs;
 pub mod monitor;
 pub mod paths;
 pub mod process;
+pub mod ready;
 pub mod reconcile;
 pub mod sd_notify;
 pub mod spec;

@@ -38,15 +38,22 @@ fn examples_declare_the_expected_apps() {
     let loaded = Loader::new(opts).load(&[SpecDir { path: examples_dir(), cli_created: false }]);
     assert!(loaded.errors.is_empty(), "{:#?}", loaded.errors);
     let names: Vec<&str> = loaded.apps.iter().map(|app| app.name.as_str()).collect();
-    assert_eq!(names, ["api", "web", "worker"]);
+    assert_eq!(names, ["api", "cluster-node", "cluster-py", "web", "worker"]);
+    let app = |name: &str| loaded.apps.iter().find(|app| app.name == name).expect("declared");
 
-    let web = &loaded.apps[1];
+    let web = app("web");
     assert_eq!(web.template.argv[0], bin.path().join("python3").to_string_lossy());
     assert_eq!(web.template.argv[1], examples_dir().join("../apps/web.py").to_string_lossy());
     assert_eq!(web.template.env["PORT"], "8081");
-    let worker = &loaded.apps[2];
+    let worker = app("worker");
     assert_eq!(worker.instances.resolve(8), 2);
     assert_eq!(worker.template.argv[2..], ["--queue", "default"]);
+    for name in ["cluster-node", "cluster-py"] {
+        let cluster = app(name);
+        assert_eq!(cluster.instances.resolve(8), 2);
+        assert_eq!(cluster.listen.len(), 1, "{name} shares one socket");
+        assert_eq!(cluster.ready.check, procd::spec::ReadyCheck::Notify { watchdog: None });
+    }
     for app in &loaded.apps {
         // argv[1] is the script (after its interpreter) or node's argument.
         let program = &app.template.argv[1];

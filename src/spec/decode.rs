@@ -12,14 +12,17 @@ use std::path::Path;
 use kdl::{KdlDocument, KdlNode, KdlValue};
 
 use super::decode_blocks::{decode_logs, decode_restart, decode_stop};
+use super::decode_cluster::{check_cluster, decode_listen, decode_ready, decode_rollout};
 use super::decode_policies::{decode_max_memory, decode_watch};
 use super::kdl_value::{Diagnostics, Located, Pos, did_you_mean};
-use super::{Instances, LogSpec, MemoryLimit, RestartSpec, SpecError, StopSpec, WatchSpec};
+use super::{
+    Instances, ListenSpec, LogSpec, MemoryLimit, ReadySpec, RestartSpec, RolloutSpec, SpecError, StopSpec, WatchSpec,
+};
 
 /// Keys of the spec contract that this version parses but does not
 /// implement; they get their own error so nobody is silently ignored.
-/// Shrink this list as features land.
-pub const NOT_YET_SUPPORTED: &[&str] = &["listen", "ready"];
+/// Shrink this list as features land (empty since `listen` and `ready`).
+pub const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// The keys an `app` block accepts in this version.
 const APP_KEYS: &[&str] = &[
@@ -39,9 +42,12 @@ const APP_KEYS: &[&str] = &[
     "logs",
     "max-memory",
     "watch",
+    "listen",
+    "ready",
+    "rollout",
 ];
 /// Keys of an `app` block that may appear more than once.
-const REPEATABLE: &[&str] = &["env", "env-file"];
+const REPEATABLE: &[&str] = &["env", "env-file", "listen"];
 /// Names reserved by the command line (`procd stop all`).
 const RESERVED_NAMES: &[&str] = &["all"];
 
@@ -85,6 +91,11 @@ pub struct AppDecl {
     pub max_memory: Option<MemoryLimit>,
     /// Watch paths as written (relative to the cwd); `resolve` makes them absolute.
     pub watch: Option<WatchSpec>,
+    /// In declaration order (the order of the fds from 3); relative Unix
+    /// paths as written, made absolute by `resolve`.
+    pub listen: Vec<ListenSpec>,
+    pub ready: ReadySpec,
+    pub rollout: RolloutSpec,
 }
 
 /// Decodes a whole spec file. Returns the apps that decoded without error
@@ -156,6 +167,9 @@ struct Partial {
     max_memory: Option<MemoryLimit>,
     /// `Some(None)` is `watch #false`.
     watch: Option<Option<WatchSpec>>,
+    listen: Vec<Located<ListenSpec>>,
+    ready: Option<Located<ReadySpec>>,
+    rollout: Option<RolloutSpec>,
 }
 
 fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, Pos>) -> Option<AppDecl> {
@@ -219,9 +233,13 @@ fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, P
             "logs" => p.logs = decode_logs(d, child),
             "max-memory" => p.max_memory = decode_max_memory(d, child),
             "watch" => p.watch = decode_watch(d, child),
+            "listen" => p.listen.extend(decode_listen(d, child)),
+            "ready" => p.ready = decode_ready(d, child).map(|value| Located { value, pos: here }),
+            "rollout" => p.rollout = decode_rollout(d, child),
             _ => d.unknown_key(child, &context, APP_KEYS),
         }
     }
+    check_cluster(d, &p.listen, p.ready.as_ref());
     let command = match (p.run, p.run_pos, p.script, p.script_pos) {
         (_, Some(run), _, Some(script)) => {
             let later = if (run.line, run.column) > (script.line, script.column) { run } else { script };
@@ -265,6 +283,9 @@ fn decode_app(d: &mut Diagnostics, node: &KdlNode, names: &mut HashMap<String, P
         logs: p.logs.unwrap_or_default(),
         max_memory: p.max_memory,
         watch: p.watch.flatten(),
+        listen: p.listen.into_iter().map(|socket| socket.value).collect(),
+        ready: p.ready.map(|ready| ready.value).unwrap_or_default(),
+        rollout: p.rollout.unwrap_or_default(),
     })
 }
 
@@ -369,8 +390,9 @@ mod tests {
         decode(text).1.into_iter().map(|e| (e.line, e.column, e.message)).collect()
     }
 
-    /// The contract example of FEATURES.md §1 without the keys this version
-    /// does not implement (`listen`, `ready`, `max-memory`, `watch`).
+    /// The contract example of FEATURES.md §1 without the keys decoded
+    /// elsewhere (`max-memory`, `watch`: decode_policies; `listen`, `ready`:
+    /// decode_cluster, whose tests decode the full example).
     const CONTRACT_EXAMPLE: &str = r#"
 app "web" {
     run "node" "server.js" "--port" "8080"   // argv; or: script "server.js" (interpreter by extension)
@@ -471,12 +493,13 @@ app "web" {
             ),
             ("app \"web\" {\n  run \"x\"\n  instanse 2\n}", 3, 3, "did you mean `instances`?"),
             (
-                "app \"w\" {\n  run \"x\"\n  listen \"tcp://:80\"\n}",
+                "app \"w\" {\n  run \"x\"\n  listen \"tcp:/:80\"\n}",
                 3,
-                3,
-                "`listen` is not supported by this version of procd yet",
+                10,
+                "`listen` address \"tcp:/:80\": expected `tcp://HOST:PORT` or `unix:///PATH`",
             ),
-            ("app \"w\" { run \"x\"; ready \"notify\"; }", 1, 20, "`ready` is not supported"),
+            ("app \"w\" { run \"x\"; ready \"notfy\"; }", 1, 26, "`ready` kind: expected \"notify\", \"tcp\""),
+            ("app \"w\" { run \"x\"; rollout max-surge=-1; }", 1, 28, "`max-surge` of `rollout`: expected a whole"),
             ("service \"w\" { run \"x\"; }", 1, 1, "unknown top-level key `service`"),
             ("ap \"w\" { run \"x\"; }", 1, 1, "did you mean `app`?"),
             ("app { run \"x\"; }", 1, 1, "missing app name"),

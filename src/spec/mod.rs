@@ -8,11 +8,13 @@
 //!
 //! Helpers, private: `kdl_value` (spans to lines and columns, typed entry
 //! access that records errors), `decode_blocks` (the `stop`, `restart` and
-//! `logs` blocks), `env_file` (the `KEY=VALUE` format); public: `units`
+//! `logs` blocks), `decode_policies` (`max-memory`, `watch`), `decode_cluster`
+//! (`listen`, `ready`, `rollout`), `env_file` (the `KEY=VALUE` format); public: `units`
 //! (durations, sizes with PM2's powers of 1024, signal names).
 
 pub mod decode;
 mod decode_blocks;
+mod decode_cluster;
 mod decode_policies;
 mod env_file;
 pub mod hash;
@@ -23,6 +25,7 @@ pub mod resolve;
 pub mod units;
 
 pub use decode::{AppDecl, CommandDecl, decode_document};
+pub use decode_cluster::parse_listen_addr;
 pub use hash::{changed_fields, spec_hash};
 pub use kdl_value::{Located, Pos};
 pub use load::{Loaded, Loader, SpecDir, check_paths, decode_file, is_spec_file, list_spec_files};

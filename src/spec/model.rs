@@ -35,6 +35,119 @@ pub struct AppSpec {
     /// Restart the app when files under these paths change. Outside the
     /// hash for the same reason.
     pub watch: Option<WatchSpec>,
+    /// Sockets procd binds and hands to every instance (`LISTEN_FDS`). A
+    /// property of the app, not of one instance: the sockets outlive every
+    /// instance, so they are outside the hash; a change rebinds only the
+    /// addresses that changed and rolls the instances over.
+    pub listen: Vec<ListenSpec>,
+    /// When a started instance counts as ready; a policy, outside the hash.
+    pub ready: ReadySpec,
+    /// How a reload replaces instances; a policy, outside the hash.
+    pub rollout: RolloutSpec,
+}
+
+/// `listen "tcp://127.0.0.1:8080" name="http"` or
+/// `listen "unix:///run/web.sock" mode="0660"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenSpec {
+    /// What to bind; its text form is the socket's identity across spec changes.
+    pub address: ListenAddr,
+    /// The socket's entry in `LISTEN_FDNAMES` (`tcp-8080` unless given), so
+    /// an app with several sockets can tell them apart.
+    pub name: String,
+    /// Permission bits of a Unix socket file; `None` leaves the umask's.
+    pub mode: Option<u32>,
+}
+
+/// A listening address, kept as written apart from normalisation
+/// (`tcp://:8080` is `tcp://0.0.0.0:8080`; Unix paths are absolute after
+/// resolving).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
+pub enum ListenAddr {
+    /// A host name or IP literal (without brackets) and a port.
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    /// `tcp://HOST:PORT` (IPv6 in brackets) or `unix:///PATH`: the form
+    /// status shows and the key of the app's socket set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            ListenAddr::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            ListenAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+impl From<ListenAddr> for String {
+    fn from(addr: ListenAddr) -> String {
+        addr.to_string()
+    }
+}
+
+/// `ready "notify" timeout="3s"` and its siblings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadySpec {
+    pub check: ReadyCheck,
+    /// How long a new instance has to become ready (PM2's `listen_timeout`);
+    /// past it a rollout stops and the old instances keep serving.
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl ReadySpec {
+    /// PM2's `listen_timeout` default.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+}
+
+impl Default for ReadySpec {
+    fn default() -> Self {
+        ReadySpec { check: ReadyCheck::None, timeout: Self::DEFAULT_TIMEOUT }
+    }
+}
+
+/// How readiness is observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ReadyCheck {
+    /// Ready as soon as the program has been executed.
+    None,
+    /// The systemd protocol (`READY=1` on `NOTIFY_SOCKET`), or for Node
+    /// `process.send('ready')` as under PM2's `wait_ready`.
+    Notify {
+        /// Restart an instance that sends no `WATCHDOG=1` for this long.
+        #[serde(with = "option_duration_ms")]
+        watchdog: Option<Duration>,
+    },
+    /// A TCP connect to `HOST:PORT` succeeds.
+    Tcp { address: String },
+    /// `GET URL` answers 2xx (plain `http://` only).
+    Http { url: String },
+    /// The command exits 0; run in the app's cwd with its env.
+    Exec { argv: Vec<String> },
+}
+
+/// `rollout max-surge=1 max-unavailable=0`: Kubernetes' two knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RolloutSpec {
+    /// New instances that may run beyond the desired count during a reload.
+    pub max_surge: u32,
+    /// Old instances that may be stopped before their replacement is ready.
+    pub max_unavailable: u32,
+}
+
+impl Default for RolloutSpec {
+    /// One extra instance at a time and never fewer than desired: the
+    /// zero-downtime order (start, wait ready, then stop one old).
+    fn default() -> Self {
+        RolloutSpec { max_surge: 1, max_unavailable: 0 }
+    }
 }
 
 /// `max-memory "300M" every="1s"`.

@@ -16,7 +16,7 @@ use super::decode::{AppDecl, CommandDecl};
 use super::env_file::parse_env_file;
 use super::hash::spec_hash;
 use super::kdl_value::Pos;
-use super::{AppSpec, InstanceSpec, LogSpec, SourceRef, SpecError, WatchSpec};
+use super::{AppSpec, InstanceSpec, ListenAddr, ListenSpec, LogSpec, SourceRef, SpecError, WatchSpec};
 
 /// Choices that apply to every app of a load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,6 +125,16 @@ pub fn resolve(decl: &AppDecl, file: &Path, opts: &LoadOptions, cli_created: boo
                 if w.paths.is_empty() { vec![cwd.clone()] } else { w.paths.iter().map(|p| cwd.join(p)).collect() };
             WatchSpec { paths, ..w.clone() }
         }),
+        listen: decl
+            .listen
+            .iter()
+            .map(|socket| match &socket.address {
+                ListenAddr::Unix(path) => ListenSpec { address: ListenAddr::Unix(cwd.join(path)), ..socket.clone() },
+                ListenAddr::Tcp { .. } => socket.clone(),
+            })
+            .collect(),
+        ready: decl.ready.clone(),
+        rollout: decl.rollout,
         template,
     })
 }

@@ -4,6 +4,8 @@
 //! harness started (and the apps it saw) are ever signalled.
 #![allow(dead_code)]
 
+pub mod http_load;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
