@@ -147,6 +147,31 @@ impl ListenSet {
         Ok(closed)
     }
 
+    /// Sockets bound earlier and held across a daemon restart (by the
+    /// keeper), by address key, in fd order; [`update`](Self::update) then
+    /// sets their names and binds whatever else the spec lists.
+    pub fn from_held(held: Vec<(String, OwnedFd)>) -> ListenSet {
+        let sockets = held
+            .into_iter()
+            .map(|(key, fd)| {
+                let path = key.strip_prefix("unix://").map(PathBuf::from);
+                BoundSocket { name: key.clone(), key, fd, path }
+            })
+            .collect();
+        ListenSet { sockets }
+    }
+
+    /// Whether the set is exactly `specs`, names included.
+    pub fn matches(&self, specs: &[ListenSpec]) -> bool {
+        self.sockets.len() == specs.len()
+            && self.sockets.iter().zip(specs).all(|(s, spec)| s.key == spec.address.to_string() && s.name == spec.name)
+    }
+
+    /// Copies of every socket, for a set that replaces this one.
+    pub fn duplicate(&self) -> std::io::Result<Vec<(String, OwnedFd)>> {
+        self.sockets.iter().map(|s| Ok((s.key.clone(), s.fd.try_clone()?))).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sockets.is_empty()
     }

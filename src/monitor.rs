@@ -137,6 +137,12 @@ pub fn start_time_ticks(pid: i32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_time)
 }
 
+/// The parent of `pid` (field 4 of `/proc/PID/stat`).
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    let line = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    line[line.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The fields of `/proc/PID/stat` procd uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Stat {

@@ -55,6 +55,9 @@ pub enum Command {
     Stop { targets: Vec<String> },
     /// Restart apps.
     Restart { targets: Vec<String> },
+    /// Replace apps' instances one by one without downtime (apps with
+    /// `listen`); a restart for the others.
+    Reload { targets: Vec<String> },
     /// Reset restart counters.
     Reset { targets: Vec<String> },
     /// Remove an app created with `procd start SCRIPT`.

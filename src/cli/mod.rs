@@ -90,6 +90,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Stop { targets } => done(client.call(Request::Stop { targets })?),
         Command::Restart { targets } => done(client.call(Request::Restart { targets })?),
         Command::Reset { targets } => done(client.call(Request::Reset { targets })?),
+        Command::Reload { targets } => done(client.call(Request::Reload { targets })?),
         Command::Delete { app } => done(client.call(Request::Delete { app })?),
         Command::Reconcile { dry_run, wait, timeout, json } => {
             let timeout_ms = timeout.as_millis() as u64;

@@ -49,6 +49,11 @@ pub enum Request {
     Reset {
         targets: Vec<String>,
     },
+    /// Rolling replacement of apps that listen (a restart for the others);
+    /// answered when done, with an error if a rollout was aborted.
+    Reload {
+        targets: Vec<String>,
+    },
     /// Re-read the config dir. `dry_run` only computes the plan; `wait`
     /// replies once the started instances are online (or failed).
     Reconcile {
@@ -129,6 +134,10 @@ pub struct AppStatus {
     /// up), `starting` or `stopping`.
     pub state: String,
     pub instances: Vec<InstanceStatus>,
+    /// Why the last rolling reload of the app was aborted, until the next
+    /// one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
     /// Only for `show`: the resolved spec and where its logs go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,

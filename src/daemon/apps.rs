@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
+use crate::listen::{ListenSet, SocketOwner};
 use crate::logs::LogHub;
 use crate::process::{self, CgroupRoot};
 use crate::reconcile::{Action, DesiredApp, ObservedApp};
@@ -32,8 +35,23 @@ pub struct Apps {
     /// Runs a previous daemon started, waiting for the declared instance
     /// they belong to (claimed by the first plan, the rest stopped).
     pub adoptable: HashMap<(String, u32), AdoptedRun>,
+    /// Adopted runs that lost to a newer run of the same instance.
+    pub surplus: Vec<AdoptedRun>,
     /// Counters and `errored` statuses a previous daemon left.
     pub records: HashMap<(String, u32), InstanceRecord>,
+    /// Each app's listening sockets, bound before its first instance and
+    /// kept (also by the keeper) for as long as its `listen` entries are.
+    pub sockets: HashMap<String, Arc<ListenSet>>,
+    /// Sockets a previous daemon bound, by app, waiting to be claimed.
+    pub held_sockets: HashMap<String, Vec<(String, OwnedFd)>>,
+    /// Why an app's sockets could not be bound (port in use...): the app
+    /// does not start, and `status` shows this until a rescan succeeds.
+    pub listen_errors: BTreeMap<String, String>,
+    /// Rolling reloads a plan asked for (spec changes of apps that
+    /// listen): (app, indices), started by the daemon after `apply`.
+    pub rollouts: Vec<(String, Vec<u32>)>,
+    /// The notify socket (`ready "notify"` apps get it as NOTIFY_SOCKET).
+    pub notify_socket: Option<std::path::PathBuf>,
     /// The daemon's own environment, the base of every instance's.
     pub base_env: Vec<(String, String)>,
     /// The daemon's cgroup subtree, when the host has a writable cgroup v2.
@@ -101,12 +119,26 @@ impl Apps {
                 }
                 Action::Start { indices, .. } | Action::ScaleUp { indices, .. } => {
                     let Some(spec) = by_name.get(name) else { continue };
+                    let sockets = match self.sockets_for(spec) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(app = name, "{e}");
+                            self.listen_errors.insert(name.to_string(), e);
+                            continue;
+                        }
+                    };
                     let app = self
                         .apps
                         .entry(name.to_string())
                         .or_insert_with(|| AppRuntime { spec: (*spec).clone(), instances: BTreeMap::new() });
                     app.spec = (*spec).clone();
-                    let launch = AppLaunch::new(&self.base_env, self.cgroups.clone(), spec);
+                    let launch = AppLaunch::new(
+                        &self.base_env,
+                        self.cgroups.clone(),
+                        spec,
+                        sockets,
+                        self.notify_socket.as_deref(),
+                    );
                     for &i in indices {
                         let ctx = launch.instance(i);
                         let key = (name.to_string(), i);
@@ -143,9 +175,30 @@ impl Apps {
                 }
                 Action::Restart { indices, .. } => {
                     let Some(spec) = by_name.get(name) else { continue };
+                    let sockets = match self.sockets_for(spec) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // The old instances keep their sockets and run on.
+                            tracing::error!(app = name, "{e}");
+                            self.listen_errors.insert(name.to_string(), e);
+                            continue;
+                        }
+                    };
                     let Some(app) = self.apps.get_mut(name) else { continue };
                     app.spec = (*spec).clone();
-                    let launch = AppLaunch::new(&self.base_env, self.cgroups.clone(), spec);
+                    if runs && sockets.is_some() {
+                        // An app that listens is replaced instance by instance.
+                        self.rollouts.push((name.to_string(), indices.clone()));
+                        started.extend(indices.iter().map(|i| (name.to_string(), *i)));
+                        continue;
+                    }
+                    let launch = AppLaunch::new(
+                        &self.base_env,
+                        self.cgroups.clone(),
+                        spec,
+                        sockets,
+                        self.notify_socket.as_deref(),
+                    );
                     for i in indices {
                         if let Some(handle) = app.instances.get(i) {
                             let ctx = Box::new(launch.instance(*i));
@@ -159,12 +212,35 @@ impl Apps {
             }
         }
         // What changed outside the hash (source file, policies such as
-        // max-memory and watch) applies without touching any instance.
+        // max-memory and watch) applies without touching any instance; new
+        // `listen` addresses are bound and the instances rolled over to them,
+        // a new `ready` check applies from each instance's next start.
         for (name, spec) in by_name {
-            if let Some(app) = self.apps.get_mut(name)
-                && app.spec.hash == spec.hash
-            {
-                app.spec = spec.clone();
+            let Some(app) = self.apps.get(name) else { continue };
+            if app.spec.hash != spec.hash || app.spec == *spec {
+                continue;
+            }
+            let (listen_changed, ready_changed) = (app.spec.listen != spec.listen, app.spec.ready != spec.ready);
+            let indices: Vec<u32> = app.instances.keys().copied().collect();
+            let sockets = match self.sockets_for(spec) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(app = name, "{e}");
+                    self.listen_errors.insert(name.to_string(), e);
+                    continue;
+                }
+            };
+            let launch =
+                AppLaunch::new(&self.base_env, self.cgroups.clone(), spec, sockets, self.notify_socket.as_deref());
+            let app = self.apps.get_mut(name).expect("checked above");
+            app.spec = spec.clone();
+            if listen_changed || ready_changed {
+                for (i, handle) in &app.instances {
+                    handle.send(Control::Replace { ctx: Box::new(launch.instance(*i)), restart: false });
+                }
+            }
+            if listen_changed && !stopped.contains(name) {
+                self.rollouts.push((name.to_string(), indices));
             }
         }
         self.draining.retain(|h| !h.join.is_finished());
@@ -173,17 +249,91 @@ impl Apps {
 
     /// Takes what the keeper handed over, for the first plan to claim.
     pub fn take_inventory(&mut self, inventory: Inventory) {
+        let mut surplus = Vec::new();
         for run in inventory.runs {
-            self.adoptable.insert((run.tag.app.clone(), run.tag.index), run);
+            let key = (run.tag.app.clone(), run.tag.index);
+            // Two runs of one instance: a rollout was cut short. The newer
+            // one is the instance; the older is stopped with the unclaimed.
+            match self.adoptable.remove(&key) {
+                Some(other) if other.tag.started_ms > run.tag.started_ms => {
+                    self.adoptable.insert(key, other);
+                    surplus.push(run);
+                }
+                Some(other) => {
+                    self.adoptable.insert(key, run);
+                    surplus.push(other);
+                }
+                None => {
+                    self.adoptable.insert(key, run);
+                }
+            }
         }
+        self.surplus = surplus;
         self.records = inventory.records.into_iter().collect();
+        for (key, fds) in inventory.held {
+            let Some(app) = key.strip_prefix(LISTEN_KEY) else { continue };
+            let keys: Vec<String> =
+                inventory.other.get(&key).and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
+            if keys.len() == fds.len() {
+                self.held_sockets.insert(app.to_owned(), keys.into_iter().zip(fds).collect());
+            }
+        }
+    }
+
+    /// The app's listening sockets, bound now if needed: the ones it has
+    /// (or a previous daemon had) are kept, new addresses bound, removed ones
+    /// closed. The keeper holds a copy for the next daemon.
+    fn sockets_for(&mut self, spec: &AppSpec) -> Result<Option<Arc<ListenSet>>, String> {
+        let key = format!("{LISTEN_KEY}{}", spec.name);
+        if spec.listen.is_empty() {
+            if self.sockets.remove(&spec.name).is_some() {
+                self.keeper.release(key.clone());
+                self.keeper.store(key, None::<&Vec<String>>);
+            }
+            return Ok(None);
+        }
+        if let Some(set) = self.sockets.get(&spec.name)
+            && set.matches(&spec.listen)
+        {
+            return Ok(Some(set.clone()));
+        }
+        let base = match (self.held_sockets.remove(&spec.name), self.sockets.get(&spec.name)) {
+            (Some(held), _) => held,
+            (None, Some(current)) => current.duplicate().map_err(|e| format!("cannot keep the sockets: {e}"))?,
+            (None, None) => Vec::new(),
+        };
+        let mut set = ListenSet::from_held(base);
+        set.update(&spec.listen, socket_owner(spec)).map_err(|e| format!("app `{}`: {e}", spec.name))?;
+        self.listen_errors.remove(&spec.name);
+        let keys: Vec<String> = set.sockets().iter().map(|s| s.key.clone()).collect();
+        self.keeper.hold(key.clone(), &set.fds());
+        self.keeper.store(key, Some(&keys));
+        let set = Arc::new(set);
+        self.sockets.insert(spec.name.clone(), set.clone());
+        Ok(Some(set))
+    }
+
+    /// Closes the sockets of apps no longer declared.
+    pub fn drop_sockets(&mut self, declared: &[AppSpec]) {
+        let gone: Vec<String> =
+            self.sockets.keys().filter(|n| !declared.iter().any(|s| &s.name == *n)).cloned().collect();
+        for name in gone {
+            self.sockets.remove(&name);
+            let key = format!("{LISTEN_KEY}{name}");
+            self.keeper.release(key.clone());
+            self.keeper.store(key, None::<&Vec<String>>);
+        }
+        self.held_sockets.clear();
+        self.listen_errors.retain(|n, _| declared.iter().any(|s| &s.name == n));
     }
 
     /// Stops the adopted runs no declared instance claimed (their app was
     /// removed or scaled down while no daemon ran), draining their output
     /// to the app's default log files until they are gone.
     pub fn stop_unclaimed(&mut self) {
-        for ((app, index), run) in std::mem::take(&mut self.adoptable) {
+        let unclaimed = std::mem::take(&mut self.adoptable).into_values().chain(std::mem::take(&mut self.surplus));
+        for run in unclaimed {
+            let (app, index) = (run.tag.app.clone(), run.tag.index);
             tracing::info!(app, index, pid = run.pid, "stopping an instance no longer declared");
             let stop =
                 StopSpec { signal: run.tag.stop_signal, timeout: Duration::from_millis(run.tag.stop_timeout_ms) };
@@ -207,13 +357,16 @@ impl Apps {
                 credentials: None,
                 credential_error: None,
                 cgroups: self.cgroups.clone(),
+                sockets: None,
+                ready: Default::default(),
+                node_ipc: false,
             };
             let handle = InstanceHandle::adopt(ctx, self.logs.clone(), self.keeper.clone(), run, None);
-            handle.send(Control::Remove);
+            handle.send(Control::Retire);
             self.draining.push(handle);
         }
         for (app, index) in std::mem::take(&mut self.records).into_keys() {
-            self.keeper.store(InstanceRecord::key(&app, index), None);
+            self.keeper.store(InstanceRecord::key(&app, index), None::<&InstanceRecord>);
         }
     }
 
@@ -238,6 +391,25 @@ impl Apps {
     }
 }
 
+/// Keeper key prefix of an app's listening sockets (fds) and their
+/// addresses (record).
+const LISTEN_KEY: &str = "listen/";
+
+/// Whether the program is Node (by the name of `argv[0]`).
+fn runs_node(argv: &[String]) -> bool {
+    argv.first()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "node" || n == "nodejs" || n.starts_with("node-") || n.starts_with("node2"))
+}
+
+/// Who owns an app's Unix sockets: its user, when it has one.
+fn socket_owner(spec: &AppSpec) -> Option<SocketOwner> {
+    let t = &spec.template;
+    let creds = process::resolve_credentials(t.user.as_deref(), t.group.as_deref(), &t.groups).ok()??;
+    Some(SocketOwner { uid: creds.uid, gid: creds.gid })
+}
+
 /// What every instance of one app starts with, worked out once per app
 /// (the user lookup reads the passwd and group databases) and shared by its
 /// instances. The same type serves `procd env`, so what it prints is what
@@ -251,10 +423,19 @@ pub struct AppLaunch {
     credentials: Option<process::Credentials>,
     credential_error: Option<String>,
     cgroups: Option<Arc<CgroupRoot>>,
+    sockets: Option<Arc<ListenSet>>,
+    ready: crate::spec::ReadySpec,
+    node_ipc: bool,
 }
 
 impl AppLaunch {
-    pub fn new(base_env: &[(String, String)], cgroups: Option<Arc<CgroupRoot>>, spec: &AppSpec) -> AppLaunch {
+    pub fn new(
+        base_env: &[(String, String)],
+        cgroups: Option<Arc<CgroupRoot>>,
+        spec: &AppSpec,
+        sockets: Option<Arc<ListenSet>>,
+        notify_socket: Option<&std::path::Path>,
+    ) -> AppLaunch {
         let (credentials, credential_error) = match process::resolve_credentials(
             spec.template.user.as_deref(),
             spec.template.group.as_deref(),
@@ -266,6 +447,20 @@ impl AppLaunch {
         let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
         env.extend(spec.template.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.insert("PROCD_APP".into(), spec.name.clone());
+        if let Some(set) = &sockets {
+            env.extend(set.env());
+        }
+        if let (crate::spec::ReadyCheck::Notify { .. }, Some(path)) = (&spec.ready.check, notify_socket) {
+            env.insert("NOTIFY_SOCKET".into(), path.display().to_string());
+        }
+        // PM2's `wait_ready`: a Node app calls process.send('ready') on the
+        // IPC channel Node opens from NODE_CHANNEL_FD, the fd after the sockets.
+        let node_ipc =
+            matches!(spec.ready.check, crate::spec::ReadyCheck::Notify { .. }) && runs_node(&spec.template.argv);
+        if node_ipc {
+            let fd = 3 + sockets.as_ref().map_or(0, |s| s.len()) as i32;
+            env.extend(crate::ready::node_channel_env(fd));
+        }
         AppLaunch {
             app: spec.name.clone(),
             spec: Arc::new(spec.template.clone()),
@@ -274,6 +469,9 @@ impl AppLaunch {
             credentials,
             credential_error,
             cgroups,
+            sockets,
+            ready: spec.ready.clone(),
+            node_ipc,
         }
     }
 
@@ -292,6 +490,9 @@ impl AppLaunch {
             credentials: self.credentials.clone(),
             credential_error: self.credential_error.clone(),
             cgroups: self.cgroups.clone(),
+            sockets: self.sockets.clone(),
+            ready: self.ready.clone(),
+            node_ipc: self.node_ipc,
         }
     }
 }

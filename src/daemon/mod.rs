@@ -10,6 +10,7 @@
 mod apps;
 mod report;
 mod requests;
+mod rollout;
 mod usage;
 
 use std::collections::HashMap;
@@ -112,6 +113,12 @@ pub struct Daemon {
     started_ms: u64,
     /// Set by a request that ends the daemon (`update`, `kill`).
     exit: Option<Exit>,
+    /// Where rollouts ask the loop to swap instances.
+    loop_tx: mpsc::UnboundedSender<rollout::LoopMsg>,
+    /// Apps with a rollout in progress.
+    rolling: std::collections::HashSet<String>,
+    /// Why an app's last rollout was aborted, shown in `status`.
+    rollout_errors: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -151,6 +158,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             inventory.runs.iter().filter(|r| r.exit.is_none()).count()
         );
     }
+    // The systemd notify protocol for apps with `ready "notify"`: the
+    // sender's pid (from the kernel) names the instance.
+    let notify_path = paths.state_dir.join("notify.sock");
+    let notify_socket = match crate::ready::NotifySocket::bind(&notify_path) {
+        Ok(socket) => {
+            tokio::spawn(route_notifications(socket, router.clone()));
+            Some(notify_path)
+        }
+        Err(e) => {
+            tracing::warn!("no notify socket, `ready \"notify\"` apps will never be ready: {e}");
+            None
+        }
+    };
     let sampler = Sampler::new(router.clone());
     tokio::spawn(usage::sample_usage(sampler.clone(), opts.sample_every));
 
@@ -163,6 +183,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         SpecDir { path: paths.cli_apps_dir(), cli_created: true },
     ];
     let (app_watch_tx, mut app_watch_rx) = mpsc::unbounded_channel();
+    let (loop_tx, mut loop_rx) = mpsc::unbounded_channel();
     let load_opts = LoadOptions { env_profile: opts.env_profile.clone(), ..LoadOptions::default() };
     let mut daemon = Daemon {
         loader: Loader::new(load_opts),
@@ -173,7 +194,13 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             logs: LogHub::new(paths.log_dir.clone()),
             keeper: keeper.clone(),
             adoptable: Default::default(),
+            surplus: Vec::new(),
             records: Default::default(),
+            sockets: Default::default(),
+            held_sockets: Default::default(),
+            listen_errors: Default::default(),
+            rollouts: Vec::new(),
+            notify_socket,
             base_env: base_env(),
             cgroups: if opts.cgroups { detect_cgroups(&paths) } else { None },
             cpus: process::cpu_count(),
@@ -189,6 +216,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         exit: None,
+        loop_tx,
+        rolling: Default::default(),
+        rollout_errors: Default::default(),
         opts,
     };
     daemon.apps.take_inventory(inventory);
@@ -253,6 +283,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 daemon.rescan();
             }
             Some(event) = app_watch_rx.recv() => daemon.on_file_change(event),
+            Some(msg) = loop_rx.recv() => daemon.on_rollout(msg),
             _ = periodic.tick() => {
                 daemon.rescan();
             }
@@ -294,6 +325,34 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             keeper.flush().await;
             keeper.reexec(&exe).await;
             Err(reexec(&exe))
+        }
+    }
+}
+
+/// Hands each notify datagram to the instance it comes from: the sender's
+/// pid, or the nearest ancestor of it that is an instance leader (a worker
+/// process of the app may send READY=1 too).
+async fn route_notifications(socket: crate::ready::NotifySocket, router: ExitRouter) {
+    loop {
+        let datagram = match socket.recv().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("notify socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let routes = router.routes();
+        let mut pid = datagram.pid;
+        for _ in 0..8 {
+            if let Some((leader, route)) = routes.iter().find(|(p, _)| *p == pid) {
+                route.send(Control::Notify { pid: *leader, messages: datagram.messages });
+                break;
+            }
+            match crate::monitor::parent_pid(pid) {
+                Some(parent) if parent > 1 => pid = parent,
+                _ => break,
+            }
         }
     }
 }
@@ -347,7 +406,23 @@ impl Daemon {
             tracing::info!("{a}");
         }
         let started = self.apps.apply(&actions, &self.desired, &self.operator.stopped);
+        self.apps.drop_sockets(&self.desired);
+        for (app, indices) in std::mem::take(&mut self.apps.rollouts) {
+            // A rollout already running for the app finishes with the spec
+            // it started with; the next rescan (at most 30 s) catches up.
+            let _ = self.start_rollout(&app, indices);
+        }
         self.sync_watchers();
+        for (app, message) in &self.apps.listen_errors {
+            if let Some(spec) = self.desired.iter().find(|s| &s.name == app) {
+                self.errors.push(SpecError {
+                    file: spec.source.file.clone(),
+                    line: spec.source.line,
+                    column: 1,
+                    message: message.clone(),
+                });
+            }
+        }
         self.errors.extend(self.watch_errors.iter().cloned());
         process::release_free_memory();
         (actions, started)
@@ -393,6 +468,84 @@ impl Daemon {
         tracing::info!(app = %event.app, "watched file changed: {}", event.path.display());
         let reason = RestartReason::Watch { path: event.path };
         self.apps.send_all(&[event.app], || Control::RestartIfRunning(reason.clone()));
+    }
+
+    /// Starts a rolling reload of `indices` of `app` with its current spec;
+    /// the receiver gets the result.
+    fn start_rollout(
+        &mut self,
+        app: &str,
+        indices: Vec<u32>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        if self.rolling.contains(app) {
+            return Err(format!("a rolling reload of `{app}` is already in progress"));
+        }
+        let Some(runtime) = self.apps.apps.get(app) else { return Err(format!("no app named `{app}`")) };
+        let spec = runtime.spec.clone();
+        let sockets = self.apps.sockets.get(app).cloned();
+        let restarts = indices.iter().map(|i| runtime.instances.get(i).map_or(0, |h| h.snapshot().restarts)).collect();
+        let launch = AppLaunch::new(
+            &self.apps.base_env,
+            self.apps.cgroups.clone(),
+            &spec,
+            sockets,
+            self.apps.notify_socket.as_deref(),
+        );
+        let job = rollout::Rollout {
+            app: app.to_owned(),
+            indices,
+            launch: Arc::new(launch),
+            restarts,
+            ready_timeout: spec.ready.timeout,
+            stop_timeout: spec.template.stop.timeout,
+            logs: self.apps.logs.clone(),
+            keeper: self.apps.keeper.clone(),
+            to_loop: self.loop_tx.clone(),
+        };
+        tracing::info!(app, "rolling reload");
+        self.rolling.insert(app.to_owned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(job.run().await);
+        });
+        Ok(rx)
+    }
+
+    /// What a rollout asks of the loop.
+    fn on_rollout(&mut self, msg: rollout::LoopMsg) {
+        match msg {
+            rollout::LoopMsg::Swap { app, index, handle, reply } => {
+                let slot = self.apps.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&index));
+                match slot {
+                    Some(slot) => {
+                        let old = std::mem::replace(slot, handle);
+                        let view = old.view.clone();
+                        old.send(Control::Retire);
+                        self.apps.draining.push(old);
+                        let _ = reply.send(Ok(view));
+                    }
+                    None => {
+                        handle.send(Control::Remove);
+                        self.apps.draining.push(handle);
+                        let _ = reply.send(Err(format!("reload stopped: instance {index} of `{app}` is gone")));
+                    }
+                }
+            }
+            rollout::LoopMsg::Discard(handle) => self.apps.draining.push(handle),
+            rollout::LoopMsg::Finished { app, result } => {
+                self.rolling.remove(&app);
+                match result {
+                    Ok(()) => {
+                        tracing::info!(app, "rolling reload done");
+                        self.rollout_errors.remove(&app);
+                    }
+                    Err(e) => {
+                        tracing::error!(app, "{e}");
+                        self.rollout_errors.insert(app, e);
+                    }
+                }
+            }
+        }
     }
 
     /// Reopens every log file by path, after an external logrotate.

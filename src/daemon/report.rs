@@ -66,6 +66,7 @@ impl Daemon {
                 instances_desired: app.spec.instances.resolve(self.apps.cpus),
                 state: app_state(stopped, &instances).to_string(),
                 instances,
+                rollout: self.rollout_errors.get(name).cloned(),
                 detail,
             });
         }

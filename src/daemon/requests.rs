@@ -49,6 +49,7 @@ impl Daemon {
                 }
                 Err(e) => error(e),
             },
+            Request::Reload { targets } => self.reload(&targets),
             Request::Reconcile { dry_run, wait, timeout_ms } => self.reconcile(dry_run, wait, timeout_ms),
             Request::Create { name, kdl } => self.create(&name, &kdl),
             Request::Delete { app } => self.delete(&app),
@@ -145,6 +146,50 @@ impl Daemon {
         }))
     }
 
+    /// `procd reload`: a rolling replacement of each app that listens, a
+    /// restart of the others; replies once every rollout ended.
+    fn reload(&mut self, targets: &[String]) -> Reply {
+        let names = match self.resolve_targets(targets) {
+            Ok(n) => n,
+            Err(e) => return error(e),
+        };
+        let (rolling, plain): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| self.apps.sockets.contains_key(n));
+        let mut waits = Vec::new();
+        for name in &rolling {
+            if self.operator.stopped.contains(name) {
+                return error(format!("`{name}` is stopped: start it instead"));
+            }
+            let indices: Vec<u32> =
+                self.apps.apps.get(name).map(|a| a.instances.keys().copied().collect()).unwrap_or_default();
+            match self.start_rollout(name, indices) {
+                Ok(rx) => waits.push((name.clone(), rx)),
+                Err(e) => return error(e),
+            }
+        }
+        let restart = if plain.is_empty() { None } else { Some(self.operate(&plain, Op::Restart)) };
+        Reply::Later(Box::pin(async move {
+            let mut failures = Vec::new();
+            for (name, rx) in waits {
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push(format!("{name}: {e}")),
+                    Err(_) => failures.push(format!("{name}: the daemon stopped")),
+                }
+            }
+            if let Some(Reply::Later(restarted)) = restart
+                && let Response::Error { message } = restarted.await
+            {
+                failures.push(message);
+            }
+            if failures.is_empty() {
+                Response::Done { message: "reloaded".into() }
+            } else {
+                Response::Error { message: failures.join("; ") }
+            }
+        }))
+    }
+
     fn env(&self, app: &str, index: u32) -> Reply {
         let Some(spec) = self.desired.iter().find(|s| s.name == app) else {
             return error(format!("no app named `{app}`"));
@@ -153,7 +198,9 @@ impl Daemon {
         if index >= count {
             return error(format!("app `{app}` has {count} instance(s); index {index} does not exist"));
         }
-        let ctx = super::AppLaunch::new(&self.apps.base_env, None, spec).instance(index);
+        let sockets = self.apps.sockets.get(&spec.name).cloned();
+        let notify = self.apps.notify_socket.as_deref();
+        let ctx = super::AppLaunch::new(&self.apps.base_env, None, spec, sockets, notify).instance(index);
         Reply::Now(Response::Env { vars: ctx.env.as_ref().clone() })
     }
 

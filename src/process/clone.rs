@@ -62,13 +62,24 @@ pub(super) struct Exec {
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
+    /// `LISTEN_PID=` followed by room for the digits, written in the child
+    /// once its pid is known (the socket-activation protocol wants it).
+    listen_pid: Option<Vec<u8>>,
 }
+
+/// Room for `LISTEN_PID=` and any pid (at most 2^22 on Linux) plus NUL.
+const LISTEN_PID_SLOT: usize = "LISTEN_PID=".len() + 12;
 
 impl Exec {
     /// `execve(executable, argv, env)`, with `argv[0]` as given. As with
     /// `std`, a later duplicate of an environment variable wins; fails with
     /// `InvalidInput` on a NUL byte, as `std` does.
-    pub(super) fn new(executable: &Path, argv: &[String], env: &[(String, String)]) -> io::Result<Exec> {
+    pub(super) fn new(
+        executable: &Path,
+        argv: &[String],
+        env: &[(String, String)],
+        listen_pid: bool,
+    ) -> io::Result<Exec> {
         let c = |bytes: &[u8]| CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
         let program = c(executable.as_os_str().as_bytes())?;
         let env: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -78,10 +89,19 @@ impl Exec {
             strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
         };
         let argv = pointers(&args);
-        let envp = pointers(&vars);
+        let mut envp = pointers(&vars);
+        let listen_pid = listen_pid.then(|| {
+            let mut slot = vec![0u8; LISTEN_PID_SLOT];
+            slot[.."LISTEN_PID=".len()].copy_from_slice(b"LISTEN_PID=");
+            slot
+        });
+        if let Some(slot) = &listen_pid {
+            // Before the terminating null; the Vec's buffer never moves.
+            envp.insert(envp.len() - 1, slot.as_ptr().cast());
+        }
         let mut strings = args;
         strings.extend(vars);
-        Ok(Exec { program, _strings: strings, argv, envp })
+        Ok(Exec { program, _strings: strings, argv, envp, listen_pid })
     }
 }
 
@@ -105,17 +125,20 @@ pub(super) fn usable() -> bool {
 }
 
 /// Starts `exec` as a child created in the cgroup whose directory is
-/// `cgroup` (opened `O_RDONLY | O_DIRECTORY`), stdin on `/dev/null` and
-/// stdout/stderr on `stdout`/`stderr`, after `setup`; returns its pid once
-/// `execve` succeeded. The child is left for the Reaper; a child whose
-/// setup or `execve` failed is reaped here, by pid.
+/// `cgroup` (opened `O_RDONLY | O_DIRECTORY`; `None`: a plain fork), stdin
+/// on `/dev/null`, stdout/stderr on `stdout`/`stderr` and `extra` on fds
+/// 3, 4, ... in order, after `setup`; returns its pid once `execve`
+/// succeeded. The child is left for the Reaper; a child whose setup or
+/// `execve` failed is reaped here, by pid.
 pub(super) fn spawn_in_cgroup(
     exec: &Exec,
     setup: &ChildSetup,
-    cgroup: BorrowedFd,
+    cgroup: Option<BorrowedFd>,
     stdout: BorrowedFd,
     stderr: BorrowedFd,
+    extra: &[BorrowedFd],
 ) -> Result<i32, Failure> {
+    let extra: Vec<libc::c_int> = extra.iter().map(|f| f.as_raw_fd()).collect();
     let dev_null = open_dev_null().map_err(Failure::Setup)?;
     let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| Failure::Setup(e.into()))?;
     let fds = ChildFds {
@@ -123,11 +146,12 @@ pub(super) fn spawn_in_cgroup(
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         report: err_write.as_raw_fd(),
+        extra: &extra,
     };
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: if cgroup.is_some() { CLONE_INTO_CGROUP } else { 0 },
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.map_or(0, |c| c.as_raw_fd() as u64),
         ..CloneArgs::default()
     };
 
@@ -144,7 +168,13 @@ pub(super) fn spawn_in_cgroup(
     // SAFETY: args is a valid clone_args of the size passed. Without
     // CLONE_VM the child gets a copy of our memory, like fork: it returns
     // here with 0 and runs only `child`, which never returns.
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let pid = unsafe {
+        if cgroup.is_some() {
+            libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        } else {
+            libc::fork() as libc::c_long
+        }
+    };
     if pid == 0 {
         child(exec, setup, &fds);
     }
@@ -157,7 +187,7 @@ pub(super) fn spawn_in_cgroup(
     drop(err_write);
     if pid < 0 {
         return Err(match clone_error.raw_os_error() {
-            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EPERM) => {
+            Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EPERM) if cgroup.is_some() => {
                 UNUSABLE.store(true, Ordering::Relaxed);
                 Failure::Unsupported
             }
@@ -175,12 +205,14 @@ pub(super) fn spawn_in_cgroup(
 }
 
 /// The fds the child arranges, as raw numbers read before the clone.
-struct ChildFds {
+struct ChildFds<'a> {
     stdin: libc::c_int,
     stdout: libc::c_int,
     stderr: libc::c_int,
     /// Write end of the close-on-exec error pipe.
     report: libc::c_int,
+    /// Placed on 3, 4, ... (listening sockets).
+    extra: &'a [libc::c_int],
 }
 
 /// The child after `clone3`: fds 0–2, [`ChildSetup::run`], `execve`; on any
@@ -192,6 +224,7 @@ fn child(exec: &Exec, setup: &ChildSetup, fds: &ChildFds) -> ! {
     // is a plain integer), no panic. exec's pointer arrays are
     // NUL-terminated and point at live CStrings.
     unsafe {
+        let mut report = fds.report;
         let code = 'failed: {
             for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
                 // dup2 onto itself would keep close-on-exec: clear it instead.
@@ -204,14 +237,78 @@ fn child(exec: &Exec, setup: &ChildSetup, fds: &ChildFds) -> ! {
             if let Err(err) = setup.run() {
                 break 'failed err;
             }
+            if let Err(err) = place_extra(fds.extra, &mut report) {
+                break 'failed err;
+            }
+            if let Some(slot) = &exec.listen_pid {
+                write_pid(slot.as_ptr().cast_mut().add("LISTEN_PID=".len()), libc::getpid());
+            }
             libc::execve(exec.program.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
             io::Error::last_os_error()
         };
         let raw = code.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
         // Nothing to do if this fails: the parent then sees EOF early and
         // the exit status 127 is all that is left.
-        libc::write(fds.report, raw.as_ptr().cast(), raw.len());
+        libc::write(report, raw.as_ptr().cast(), raw.len());
         libc::_exit(127)
+    }
+}
+
+/// Puts `extra[i]` on fd `3 + i` (without close-on-exec), first moving the
+/// sources and the `report` pipe above the targets so that no `dup2`
+/// overwrites one still to be placed. Child side: async-signal-safe only.
+unsafe fn place_extra(extra: &[libc::c_int], report: &mut libc::c_int) -> Result<(), io::Error> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let above = 3 + extra.len() as libc::c_int;
+    // SAFETY (whole function): fcntl and dup2 on fds of this process.
+    unsafe {
+        let moved = libc::fcntl(*report, libc::F_DUPFD_CLOEXEC, above);
+        if moved < 0 {
+            return Err(Step::Stdio.failed());
+        }
+        *report = moved;
+        // At most a few listening sockets: a fixed array, no allocation.
+        let mut high = [0 as libc::c_int; 64];
+        if extra.len() > high.len() {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        for (i, &fd) in extra.iter().enumerate() {
+            high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+            if high[i] < 0 {
+                return Err(Step::Stdio.failed());
+            }
+        }
+        for (i, &fd) in high[..extra.len()].iter().enumerate() {
+            // dup2 clears close-on-exec on the target.
+            if libc::dup2(fd, 3 + i as libc::c_int) < 0 {
+                return Err(Step::Stdio.failed());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `pid` in decimal and a NUL at `at` (room for 12 bytes).
+unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 11];
+    let mut n = pid.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: the slot has room for 11 digits and the NUL.
+    unsafe {
+        for i in 0..len {
+            *at.add(i) = digits[len - 1 - i];
+        }
+        *at.add(len) = 0;
     }
 }
 

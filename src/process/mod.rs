@@ -52,4 +52,4 @@ pub use host::{
 pub use peer::{peer_uid, peer_uid_std, set_socket_mode};
 pub use reap::{ExitStatus, Reaper, become_subreaper, try_reap};
 pub use signal::{group_alive, kill_group, parse_signal, signal_group, signal_name};
-pub use spawn::{LaunchSpec, Launched, launch};
+pub use spawn::{LaunchSpec, Launched, launch, launch_passing};

@@ -12,7 +12,7 @@
 //! (`clone.rs`) instead: a child joining it after `fork` costs an RCU grace
 //! period (13–25 ms). Where `clone3` is unusable, `fork` and join it is.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -70,13 +70,29 @@ pub struct Launched {
 /// privilege for `credentials`) are returned here, naming the program.
 /// Must run on the thread that polls the [`Reaper`](super::Reaper).
 pub fn launch(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
+    launch_passing(spec, &[], false)
+}
+
+/// [`launch`] that also places `fds` on fds 3, 4, ... of the child (the
+/// app's listening sockets, systemd's socket-activation protocol) and, with
+/// `listen_pid`, sets `LISTEN_PID` to the child's own pid, which only the
+/// child knows before `exec`.
+pub fn launch_passing(spec: &LaunchSpec, fds: &[BorrowedFd], listen_pid: bool) -> Result<Launched, ProcessError> {
     let program = spec.argv.first().ok_or(ProcessError::EmptyArgv)?;
     let executable = find_program(program, spec.env, spec.cwd)?;
     if let Some(cgroup) = spec.cgroup
         && clone::usable()
-        && let Some(launched) = launch_in_cgroup(spec, program, &executable, cgroup.path())?
+        && let Some(launched) = launch_direct(spec, program, &executable, Some(cgroup.path()), fds, listen_pid)?
     {
         return Ok(launched);
+    }
+    if !fds.is_empty() || listen_pid {
+        // std's Command can neither place fds nor patch the environment
+        // after fork: our own fork, joining the cgroup if there is one.
+        return launch_direct(spec, program, &executable, None, fds, listen_pid)?.ok_or_else(|| ProcessError::Exec {
+            program: program.clone(),
+            source: std::io::ErrorKind::Unsupported.into(),
+        });
     }
     let cgroup_procs = spec.cgroup.map(|c| open_procs(c.path(), program)).transpose()?;
     let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials), cgroup_procs)
@@ -105,22 +121,34 @@ pub fn launch(spec: &LaunchSpec) -> Result<Launched, ProcessError> {
     Ok(Launched { pid: child.id() as i32, stdout, stderr })
 }
 
-/// [`launch`] with `clone3(CLONE_INTO_CGROUP)`; `Ok(None)` when `clone3`
-/// turned out unusable and the caller should fork and join instead.
-fn launch_in_cgroup(
+/// [`launch`] by our own `clone3(CLONE_INTO_CGROUP)` into `cgroup_dir`, or
+/// by our own `fork` (joining `spec.cgroup`, if any, before `exec`) when it
+/// is `None`; `Ok(None)` when `clone3` turned out unusable and the caller
+/// should fork and join instead.
+fn launch_direct(
     spec: &LaunchSpec,
     program: &str,
     executable: &Path,
-    cgroup: &Path,
+    cgroup_dir: Option<&Path>,
+    fds: &[BorrowedFd],
+    listen_pid: bool,
 ) -> Result<Option<Launched>, ProcessError> {
-    let dir = clone::open_cgroup_dir(cgroup).map_err(|source| ProcessError::Cgroup {
-        program: program.to_owned(),
-        path: cgroup.to_owned(),
-        source,
-    })?;
-    let exec = Exec::new(executable, spec.argv, spec.env)
+    let dir = cgroup_dir
+        .map(|cgroup| {
+            clone::open_cgroup_dir(cgroup).map_err(|source| ProcessError::Cgroup {
+                program: program.to_owned(),
+                path: cgroup.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    let join = match (cgroup_dir, spec.cgroup) {
+        (None, Some(c)) => Some(open_procs(c.path(), program)?),
+        _ => None,
+    };
+    let exec = Exec::new(executable, spec.argv, spec.env, listen_pid)
         .map_err(|source| ProcessError::Exec { program: program.to_owned(), source })?;
-    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials), None).map_err(|source| ProcessError::Chdir {
+    let setup = ChildSetup::new(spec.cwd, switch_to(spec.credentials), join).map_err(|source| ProcessError::Chdir {
         program: program.to_owned(),
         cwd: spec.cwd.to_owned(),
         source,
@@ -128,16 +156,18 @@ fn launch_in_cgroup(
     let pipe_err = |source| ProcessError::Pipe { program: program.to_owned(), source };
     let (stdout, stdout_w) = output_pipe().map_err(pipe_err)?;
     let (stderr, stderr_w) = output_pipe().map_err(pipe_err)?;
-    match clone::spawn_in_cgroup(&exec, &setup, dir.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()) {
+    let dir_fd = dir.as_ref().map(|d| d.as_fd());
+    match clone::spawn_in_cgroup(&exec, &setup, dir_fd, stdout_w.as_fd(), stderr_w.as_fd(), fds) {
         Ok(pid) => Ok(Some(Launched { pid, stdout, stderr })),
         Err(Failure::Unsupported) => Ok(None),
         Err(Failure::Child(err)) => Err(spawn_error(err, program, spec)),
         Err(Failure::Clone(source)) if matches!(source.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
             Err(ProcessError::Exec { program: program.to_owned(), source })
         }
-        Err(Failure::Clone(source)) => {
-            Err(ProcessError::Cgroup { program: program.to_owned(), path: cgroup.to_owned(), source })
-        }
+        Err(Failure::Clone(source)) => match cgroup_dir {
+            Some(cgroup) => Err(ProcessError::Cgroup { program: program.to_owned(), path: cgroup.to_owned(), source }),
+            None => Err(ProcessError::Exec { program: program.to_owned(), source }),
+        },
         Err(Failure::Setup(source)) => Err(ProcessError::Pipe { program: program.to_owned(), source }),
     }
 }

@@ -61,6 +61,12 @@ impl NodeChannel {
         Ok((theirs, NodeChannel { reader: BufReader::new(ours) }))
     }
 
+    /// The daemon's end, for the keeper to hold a copy: an app whose
+    /// channel closes dies on its next `process.send`.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.reader.get_ref())
+    }
+
     /// The next JSON message the app sent; `None` once the app's end is
     /// closed (it exited). Lines that are not JSON, or too long, are skipped.
     pub async fn recv(&mut self) -> Result<Option<Value>, NodeChannelError> {

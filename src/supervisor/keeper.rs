@@ -35,7 +35,7 @@ pub struct RunTag {
     pub hash: SpecHash,
     /// The run's cgroup directory, when it has one.
     pub cgroup: Option<PathBuf>,
-    /// The instance's cgroup counter, so a next run never reuses the name.
+    /// The id in the run's cgroup name.
     pub runs: u64,
     /// When the process started, in milliseconds since the Unix epoch.
     pub started_ms: u64,
@@ -84,6 +84,8 @@ pub struct Inventory {
     pub records: BTreeMap<(String, u32), InstanceRecord>,
     /// Fd sets held under a key (listening sockets).
     pub held: BTreeMap<String, Vec<OwnedFd>>,
+    /// Records other than instance records (what the held fds are).
+    pub other: BTreeMap<String, String>,
     /// Whether a keeper was already running (false: it was just started).
     pub existing: bool,
     pub keeper_pid: i32,
@@ -169,17 +171,25 @@ impl KeeperClient {
 
     /// Starts a program through the keeper. `route` is registered for its
     /// pid before any exit of it can be delivered.
-    pub async fn spawn(&self, launch: LaunchRequest, tag: &RunTag, route: Route) -> Result<Spawned, String> {
+    pub async fn spawn(
+        &self,
+        launch: LaunchRequest,
+        tag: &RunTag,
+        route: Route,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Spawned, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let fds = fds.iter().map(|f| f.try_clone_to_owned()).collect::<io::Result<Vec<_>>>();
+        let fds = fds.map_err(|e| format!("cannot pass the listening sockets: {e}"))?;
         let (reply, answer) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, Pending { route, reply });
         let tag = serde_json::to_string(tag).map_err(|e| e.to_string())?;
-        self.send(ToKeeper::Spawn { id, launch, tag }, vec![]);
+        self.send(ToKeeper::Spawn { id, launch, tag }, fds);
         answer.await.unwrap_or_else(|_| Err("the keeper connection was lost".into()))
     }
 
     /// Keeps `record` for the next daemon (`None` forgets it).
-    pub fn store(&self, key: String, record: Option<&InstanceRecord>) {
+    pub fn store(&self, key: String, record: Option<&impl Serialize>) {
         let value = record.and_then(|r| serde_json::to_string(r).ok());
         self.send(ToKeeper::Store { key, value }, vec![]);
     }
@@ -295,11 +305,16 @@ impl Inventory {
             FromKeeper::Held { key } => {
                 self.held.insert(key, fds);
             }
-            FromKeeper::Stored { key, value } => {
-                if let (Some(id), Ok(record)) = (InstanceRecord::parse_key(&key), serde_json::from_str(&value)) {
-                    self.records.insert(id, record);
+            FromKeeper::Stored { key, value } => match InstanceRecord::parse_key(&key) {
+                Some(id) => {
+                    if let Ok(record) = serde_json::from_str(&value) {
+                        self.records.insert(id, record);
+                    }
                 }
-            }
+                None => {
+                    self.other.insert(key, value);
+                }
+            },
             FromKeeper::Welcome { keeper_pid, .. } => {
                 self.keeper_pid = keeper_pid;
                 return true;

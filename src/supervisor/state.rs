@@ -64,6 +64,13 @@ pub enum RestartReason {
     MemoryLimit { rss_bytes: u64, limit_bytes: u64 },
     /// A file under the app's `watch` paths changed.
     Watch { path: std::path::PathBuf },
+    /// The started program did not pass its `ready` check in time.
+    NotReady { timeout_ms: u64 },
+    /// A `ready "notify"` instance sent no `WATCHDOG=1` for this long.
+    Watchdog { timeout_ms: u64 },
+    /// Replaced by a rolling reload (`procd reload`, a spec change or a
+    /// memory restart of an app with `listen`).
+    Reload,
 }
 
 impl fmt::Display for RestartReason {
@@ -77,6 +84,9 @@ impl fmt::Display for RestartReason {
                 write!(f, "memory {} over the {} limit", mib(*rss_bytes), mib(*limit_bytes))
             }
             RestartReason::Watch { path } => write!(f, "watched file changed: {}", path.display()),
+            RestartReason::NotReady { timeout_ms } => write!(f, "not ready within {timeout_ms} ms"),
+            RestartReason::Watchdog { timeout_ms } => write!(f, "no watchdog ping for {timeout_ms} ms"),
+            RestartReason::Reload => f.write_str("rolling reload"),
         }
     }
 }
@@ -106,6 +116,8 @@ pub enum Event {
     GroupGone,
     /// The restart delay has elapsed.
     DelayElapsed,
+    /// The program runs but did not pass its `ready` check in time.
+    ReadyTimeout { timeout_ms: u64 },
 }
 
 /// What the actor must do, in order.
@@ -133,6 +145,8 @@ pub enum Effect {
 enum AfterStop {
     Stay,
     Start(Option<RestartReason>),
+    /// Too many starts never became ready: `errored` once stopped.
+    GiveUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +295,25 @@ impl Lifecycle {
                 }
                 vec![]
             }
+            // The program runs but is not ready yet (a `ready` check): its
+            // exit or a missed deadline is a failed start.
+            (Starting, Event::Exited(status)) => {
+                self.last_exit = Some(status);
+                self.online_since = Some(now);
+                let mut fx = vec![Effect::CleanUpGroup];
+                fx.extend(self.after_exit(RestartReason::Exited { status }, Some(status), now, policy));
+                fx
+            }
+            (Starting, Event::ReadyTimeout { timeout_ms }) => {
+                let reason = RestartReason::NotReady { timeout_ms };
+                self.last_reason = Some(reason.clone());
+                self.unstable_exits += 1;
+                if self.unstable_exits >= policy.max_restarts {
+                    self.begin_stop(AfterStop::GiveUp)
+                } else {
+                    self.begin_stop(AfterStop::Start(Some(reason)))
+                }
+            }
             (Starting, Event::SpawnFailed(error)) => {
                 self.online_since = Some(now);
                 self.after_exit(RestartReason::SpawnFailed { error }, None, now, policy)
@@ -302,6 +335,10 @@ impl Lifecycle {
                 match std::mem::replace(&mut self.after_stop, AfterStop::Stay) {
                     AfterStop::Stay => {
                         self.status = Stopped;
+                        vec![]
+                    }
+                    AfterStop::GiveUp => {
+                        self.status = Errored;
                         vec![]
                     }
                     AfterStop::Start(reason) => {

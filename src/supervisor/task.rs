@@ -7,6 +7,7 @@
 //! What the instance looks like from outside is published in an
 //! [`InstanceView`] behind a mutex, read by `status` without messaging.
 
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,10 +18,12 @@ use tokio::time::sleep_until;
 use super::keeper::{AdoptedRun, InstanceRecord, KeeperClient, RunTag};
 use super::router::Route;
 use super::state::{Effect, Event, Lifecycle, RestartReason, Status};
+use crate::listen::ListenSet;
 use crate::logs::LogHub;
 use crate::process::keeper::LaunchRequest;
 use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup};
-use crate::spec::{InstanceSpec, SpecHash};
+use crate::ready::NotifyMsg;
+use crate::spec::{InstanceSpec, ReadyCheck, ReadySpec, SpecHash};
 
 /// How often a stopping instance checks whether its group is empty. Short,
 /// because a restart waits for it; cheap, because it is one `kill(-pgid, 0)`.
@@ -41,6 +44,13 @@ pub struct InstanceContext {
     pub credential_error: Option<String>,
     /// Where each run gets its own cgroup, when the host offers cgroup v2.
     pub cgroups: Option<Arc<CgroupRoot>>,
+    /// The app's listening sockets, passed to every run on fds 3, 4, ...
+    pub sockets: Option<Arc<ListenSet>>,
+    /// When a started run counts as online.
+    pub ready: ReadySpec,
+    /// Give the run a Node IPC channel (after the sockets) and take
+    /// `process.send('ready')` on it as ready.
+    pub node_ipc: bool,
 }
 
 /// Messages from the daemon (and the reaper) to an instance's task.
@@ -63,10 +73,22 @@ pub enum Control {
         pid: i32,
         status: ExitStatus,
     },
+    /// Run `pid` passed its `ready` probe.
+    Ready {
+        pid: i32,
+    },
+    /// Run `pid` (or a process of it) spoke the notify protocol.
+    Notify {
+        pid: i32,
+        messages: Vec<NotifyMsg>,
+    },
     /// `procd reset`.
     ResetCounters,
     /// Stop, then end the task (app removed, scale down, daemon shutdown).
     Remove,
+    /// [`Control::Remove`] of an instance a rollout replaced: its successor
+    /// owns the instance's record now.
+    Retire,
 }
 
 /// The outside view of an instance, kept current by its task.
@@ -176,9 +198,13 @@ impl InstanceHandle {
             runs: 0,
             restart_deadline: None,
             kill_deadline: None,
+            ready_deadline: None,
+            watchdog_deadline: None,
             awaiting_group: false,
             removing: false,
             recorded: None,
+            retired: false,
+            node_hold: None,
         };
         setup(&mut task);
         task.publish();
@@ -213,15 +239,23 @@ struct InstanceTask {
     /// gets a fresh one, so the cleanup never touches the successor; an
     /// empty one is reused.
     run_cgroup: Option<InstanceCgroup>,
-    /// Cgroups created so far; names them.
+    /// The id of the latest run's cgroup (see `next_run_id`).
     runs: u64,
     restart_deadline: Option<tokio::time::Instant>,
     kill_deadline: Option<tokio::time::Instant>,
+    /// A started run must pass its `ready` check before this.
+    ready_deadline: Option<tokio::time::Instant>,
+    /// A notify run with a watchdog must ping before this.
+    watchdog_deadline: Option<tokio::time::Instant>,
     awaiting_group: bool,
     /// `Remove` was received: end the task once stopped.
     removing: bool,
     /// The record last given to the keeper, to send only changes.
     recorded: Option<InstanceRecord>,
+    /// Replaced by a rollout: the record is the successor's, not ours.
+    retired: bool,
+    /// The keeper key of the run's Node IPC channel copy.
+    node_hold: Option<String>,
 }
 
 impl InstanceTask {
@@ -247,6 +281,16 @@ impl InstanceTask {
                     self.kill_deadline = None;
                     Event::KillTimeout
                 }
+                _ = sleep_until(self.ready_deadline.unwrap_or(far)), if self.ready_deadline.is_some() => {
+                    self.ready_deadline = None;
+                    Event::ReadyTimeout { timeout_ms: self.ctx.ready.timeout.as_millis() as u64 }
+                }
+                _ = sleep_until(self.watchdog_deadline.unwrap_or(far)), if self.watchdog_deadline.is_some() => {
+                    self.watchdog_deadline = None;
+                    let timeout_ms = watchdog_of(&self.ctx.ready).map_or(0, |d| d.as_millis() as u64);
+                    tracing::warn!(app = %self.ctx.app, index = self.ctx.index, "no watchdog ping for {timeout_ms} ms");
+                    Event::Restart(RestartReason::Watchdog { timeout_ms })
+                }
                 _ = tokio::time::sleep(GROUP_POLL), if self.awaiting_group => {
                     if self.run_alive() {
                         continue;
@@ -260,7 +304,10 @@ impl InstanceTask {
         if let Some(cg) = self.run_cgroup.take() {
             let _ = cg.remove();
         }
-        self.keeper.store(InstanceRecord::key(&self.ctx.app, self.ctx.index), None);
+        self.release_node_channel();
+        if !self.retired {
+            self.keeper.store(InstanceRecord::key(&self.ctx.app, self.ctx.index), None::<&InstanceRecord>);
+        }
         let mut view = self.view.lock().unwrap();
         view.alive = false;
         view.status = Status::Stopped;
@@ -280,13 +327,36 @@ impl InstanceTask {
                 self.removing = true;
                 Some(Event::Stop)
             }
+            Control::Retire => {
+                self.removing = true;
+                self.retired = true;
+                Some(Event::Stop)
+            }
             Control::Replace { ctx, restart } => {
                 self.ctx = *ctx;
                 self.view.lock().unwrap().hash = self.ctx.hash.clone();
                 restart.then_some(Event::Restart(RestartReason::SpecChange))
             }
-            Control::Exited { pid, status } if Some(pid) == self.pid => Some(Event::Exited(status)),
+            Control::Exited { pid, status } if Some(pid) == self.pid => {
+                self.ready_deadline = None;
+                self.watchdog_deadline = None;
+                Some(Event::Exited(status))
+            }
             Control::Exited { .. } => None,
+            Control::Ready { pid } => self.became_ready(pid),
+            Control::Notify { pid, messages } => {
+                let mut event = None;
+                for m in messages {
+                    match m {
+                        NotifyMsg::Ready if matches!(self.ctx.ready.check, ReadyCheck::Notify { .. }) => {
+                            event = event.or(self.became_ready(pid));
+                        }
+                        NotifyMsg::Watchdog if self.watchdog_deadline.is_some() => self.arm_watchdog(),
+                        _ => {}
+                    }
+                }
+                event
+            }
             Control::ResetCounters => {
                 self.lc.reset_counters();
                 self.publish();
@@ -322,7 +392,7 @@ impl InstanceTask {
     /// Carries out one effect; returns the event it produced synchronously.
     async fn perform(&mut self, effect: Effect) -> Option<Event> {
         match effect {
-            Effect::Spawn => Some(self.spawn().await),
+            Effect::Spawn => self.spawn().await,
             Effect::SignalStop => {
                 signal_run(self.pid, self.run_cgroup.as_ref(), self.ctx.spec.stop.signal);
                 self.kill_deadline = Some(tokio::time::Instant::now() + self.ctx.spec.stop.timeout);
@@ -356,14 +426,18 @@ impl InstanceTask {
         }
     }
 
-    async fn spawn(&mut self) -> Event {
+    /// Starts a run. `None` while it must still pass its `ready` check
+    /// (`Control::Ready`/`Notify` or the deadline produce the event).
+    async fn spawn(&mut self) -> Option<Event> {
         // A run that ended by a stop leaves its pid here until the next start.
         self.pid = None;
         self.awaiting_group = false;
         self.kill_deadline = None;
+        self.ready_deadline = None;
+        self.watchdog_deadline = None;
         if let Some(e) = self.ctx.credential_error.clone() {
             self.view.lock().unwrap().error = Some(e.clone());
-            return Event::SpawnFailed(e);
+            return Some(Event::SpawnFailed(e));
         }
         let spec = self.ctx.spec.clone();
         // An empty cgroup from the previous run is reused: creating and
@@ -371,9 +445,11 @@ impl InstanceTask {
         self.run_cgroup = match self.run_cgroup.take() {
             Some(cg) if !cg.populated() => Some(cg),
             _ => {
-                self.runs += 1;
+                // Unique across instances of one index (a rollout runs two)
+                // and across daemons: the old one's cleanup never touches it.
+                self.runs = next_run_id();
                 self.ctx.cgroups.as_ref().and_then(|root| {
-                    let key = format!("{}-{}-run{}", self.ctx.app, self.ctx.index, self.runs);
+                    let key = format!("{}-{}-run{:x}", self.ctx.app, self.ctx.index, self.runs);
                     root.instance(&key).map_err(|e| tracing::warn!("no cgroup for {key}: {e}")).ok()
                 })
             }
@@ -384,7 +460,26 @@ impl InstanceTask {
             env: self.ctx.env.as_ref().clone(),
             credentials: self.ctx.credentials.clone(),
             cgroup: self.run_cgroup.as_ref().map(|c| c.path().to_owned()),
+            listen_pid: self.ctx.sockets.is_some(),
         };
+        self.release_node_channel();
+        let sockets = self.ctx.sockets.clone();
+        let mut fds = sockets.as_ref().map(|s| s.fds()).unwrap_or_default();
+        let channel = if self.ctx.node_ipc {
+            match crate::ready::NodeChannel::pair() {
+                Ok(pair) => Some(pair),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.view.lock().unwrap().error = Some(msg.clone());
+                    return Some(Event::SpawnFailed(msg));
+                }
+            }
+        } else {
+            None
+        };
+        if let Some((child_end, _)) = &channel {
+            fds.push(child_end.as_fd());
+        }
         let tag = RunTag {
             app: self.ctx.app.clone(),
             index: self.ctx.index,
@@ -397,18 +492,96 @@ impl InstanceTask {
         };
         // The route is registered by the keeper client before any exit of
         // the new pid can be delivered.
-        match self.keeper.spawn(launch, &tag, self.route()).await {
+        match self.keeper.spawn(launch, &tag, self.route(), &fds).await {
             Ok(spawned) => {
                 self.pid = Some(spawned.pid);
                 self.logs.attach(&self.ctx.app, self.ctx.index, &spec.logs, spawned.stdout, spawned.stderr);
                 self.view.lock().unwrap().error = None;
-                Event::Spawned
+                if let Some((_, channel)) = channel {
+                    self.read_node_channel(spawned.pid, channel);
+                }
+                self.await_ready(spawned.pid)
             }
             Err(msg) => {
                 tracing::warn!(app = %self.ctx.app, index = self.ctx.index, "cannot start: {msg}");
                 self.view.lock().unwrap().error = Some(msg.clone());
-                Event::SpawnFailed(msg)
+                Some(Event::SpawnFailed(msg))
             }
+        }
+    }
+
+    /// Reads the run's Node IPC channel for `process.send('ready')` (and
+    /// drains it, so the app never fills it); the keeper holds a copy of our
+    /// end so a daemon restart does not close it under the app.
+    fn read_node_channel(&mut self, pid: i32, mut channel: crate::ready::NodeChannel) {
+        let key = format!("node/{}/{}", self.ctx.app, self.ctx.index);
+        self.keeper.hold(key.clone(), &[channel.fd()]);
+        self.node_hold = Some(key);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = channel.recv().await {
+                if crate::ready::is_ready(&message) {
+                    let _ = tx.send(Control::Ready { pid });
+                }
+            }
+        });
+    }
+
+    fn release_node_channel(&mut self) {
+        if let Some(key) = self.node_hold.take() {
+            self.keeper.release(key);
+        }
+    }
+
+    /// Online at once without a `ready` check; otherwise arm the deadline
+    /// and start the probe (notify waits for the app's own message).
+    fn await_ready(&mut self, pid: i32) -> Option<Event> {
+        let timeout = self.ctx.ready.timeout;
+        let probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> =
+            match &self.ctx.ready.check {
+                ReadyCheck::None => return self.became_ready(pid),
+                ReadyCheck::Notify { .. } => None,
+                ReadyCheck::Tcp { address } => {
+                    let address = address.clone();
+                    Some(Box::pin(async move { crate::ready::tcp(&address, timeout).await.is_ok() }))
+                }
+                ReadyCheck::Http { url } => {
+                    let url = url.clone();
+                    Some(Box::pin(async move { crate::ready::http(&url, timeout).await.is_ok() }))
+                }
+                ReadyCheck::Exec { argv } => {
+                    let (argv, env) = (argv.clone(), self.ctx.env.clone());
+                    let cwd = self.ctx.spec.cwd.clone().unwrap_or_else(|| "/".into());
+                    Some(Box::pin(async move { crate::ready::exec(&argv, &env, &cwd, timeout).await.is_ok() }))
+                }
+            };
+        self.ready_deadline = Some(tokio::time::Instant::now() + timeout);
+        if let Some(probe) = probe {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                if probe.await {
+                    let _ = tx.send(Control::Ready { pid });
+                }
+            });
+        }
+        None
+    }
+
+    /// The run `pid` is ready: online (once), and its watchdog armed.
+    fn became_ready(&mut self, pid: i32) -> Option<Event> {
+        if self.pid != Some(pid) || self.lc.status != Status::Starting {
+            return None;
+        }
+        self.ready_deadline = None;
+        if watchdog_of(&self.ctx.ready).is_some() {
+            self.arm_watchdog();
+        }
+        Some(Event::Spawned)
+    }
+
+    fn arm_watchdog(&mut self) {
+        if let Some(d) = watchdog_of(&self.ctx.ready) {
+            self.watchdog_deadline = Some(tokio::time::Instant::now() + d);
         }
     }
 
@@ -423,7 +596,7 @@ impl InstanceTask {
             last_exit: self.lc.last_exit,
             last_reason: self.lc.last_reason.clone(),
         };
-        if self.recorded.as_ref() != Some(&record) {
+        if self.recorded.as_ref() != Some(&record) && !self.retired {
             self.keeper.store(InstanceRecord::key(&self.ctx.app, self.ctx.index), Some(&record));
             self.recorded = Some(record);
         }
@@ -503,6 +676,27 @@ fn clean_up_run(
         }
     });
     None
+}
+
+/// A run id no other run of this host has had: microseconds since the
+/// epoch at the daemon's first run, counting up.
+fn next_run_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64),
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The watchdog period of a `ready "notify" watchdog=` spec.
+fn watchdog_of(ready: &ReadySpec) -> Option<Duration> {
+    match ready.check {
+        ReadyCheck::Notify { watchdog } => watchdog,
+        _ => None,
+    }
 }
 
 fn unix_ms_now() -> u64 {

@@ -22,7 +22,7 @@ pub enum ToKeeper {
     /// fd set, one [`FromKeeper::Stored`] per record, then
     /// [`FromKeeper::Welcome`].
     Hello { version: u32 },
-    /// Start a program. Carries the fds `launch.fds` places in the child.
+    /// Start a program. Carries the fds to place on 3, 4, ... in the child.
     /// Answered by [`FromKeeper::Spawned`] or [`FromKeeper::SpawnFailed`].
     Spawn { id: u64, launch: LaunchRequest, tag: String },
     /// The daemon has seen this child's exit: the keeper drops its record
@@ -74,4 +74,8 @@ pub struct LaunchRequest {
     pub credentials: Option<Credentials>,
     /// The cgroup directory to create the child in.
     pub cgroup: Option<PathBuf>,
+    /// Set `LISTEN_PID` to the child's pid (the spawn's attached fds are its
+    /// listening sockets, placed on 3, 4, ...).
+    #[serde(default)]
+    pub listen_pid: bool,
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{FromKeeper, LaunchRequest, ToKeeper, VERSION};
 use super::wire;
-use crate::process::{ExitStatus, InstanceCgroup, LaunchSpec, launch};
+use crate::process::{ExitStatus, InstanceCgroup, LaunchSpec, launch_passing};
 
 /// How the keeper was started.
 pub enum KeeperStart {
@@ -223,7 +223,7 @@ impl Keeper {
     fn handle(&mut self, msg: ToKeeper, fds: Vec<OwnedFd>) {
         match msg {
             ToKeeper::Hello { version } => self.hello(version),
-            ToKeeper::Spawn { id, launch, tag } => self.spawn(id, &launch, tag),
+            ToKeeper::Spawn { id, launch, tag } => self.spawn(id, &launch, tag, &fds),
             ToKeeper::Forget { pid } => {
                 self.children.remove(&pid);
             }
@@ -277,7 +277,7 @@ impl Keeper {
         self.send(&FromKeeper::Welcome { version: VERSION, keeper_pid: std::process::id() as i32 }, &[]);
     }
 
-    fn spawn(&mut self, id: u64, req: &LaunchRequest, tag: String) {
+    fn spawn(&mut self, id: u64, req: &LaunchRequest, tag: String, fds: &[OwnedFd]) {
         let cgroup = req.cgroup.clone().map(InstanceCgroup::existing);
         let spec = LaunchSpec {
             argv: &req.argv,
@@ -286,7 +286,8 @@ impl Keeper {
             credentials: req.credentials.as_ref(),
             cgroup: cgroup.as_ref(),
         };
-        match launch(&spec) {
+        let passed: Vec<BorrowedFd> = fds.iter().map(|f| f.as_fd()).collect();
+        match launch_passing(&spec, &passed, req.listen_pid) {
             Ok(launched) => {
                 let fds = [launched.stdout.as_fd(), launched.stderr.as_fd()];
                 let body = encode(&FromKeeper::Spawned { id, pid: launched.pid });

@@ -39,6 +39,16 @@ fn valid_transitions() {
         (Stopped, Event::Restart(reason()), Starting, vec![Spawn]),
         (WaitingRestart, Event::DelayElapsed, Starting, vec![Spawn]),
         (Online, exit(1), Starting, vec![CleanUpGroup, Spawn]),
+        // A run waiting for its `ready` check: an exit is a failed start,
+        // a missed deadline stops it to start again.
+        (Starting, exit(1), Starting, vec![CleanUpGroup, Spawn]),
+        (Starting, Event::ReadyTimeout { timeout_ms: 3000 }, Stopping, vec![SignalStop, AwaitGroupGone]),
+        (
+            Online,
+            Event::Restart(RestartReason::Watchdog { timeout_ms: 300 }),
+            Stopping,
+            vec![SignalStop, AwaitGroupGone],
+        ),
     ];
     let base = Instant::now();
     for (from, event, to, effects) in cases {
@@ -65,7 +75,8 @@ fn invalid_transitions_change_nothing() {
         (Online, Event::GroupGone),
         (Errored, exit(1)),
         (WaitingRestart, exit(1)),
-        (Starting, exit(1)),
+        (Online, Event::ReadyTimeout { timeout_ms: 1 }),
+        (Stopping, Event::ReadyTimeout { timeout_ms: 1 }),
         (Stopping, Event::Spawned),
         (Stopping, Event::DelayElapsed),
     ];
@@ -77,6 +88,38 @@ fn invalid_transitions_change_nothing() {
         assert_eq!(err.status, from, "{label}");
         assert_eq!(lc.status, from, "{label}");
         assert_eq!(lc.restarts, 7, "{label}");
+    }
+}
+
+#[test]
+fn never_ready_ends_errored_after_max_restarts() {
+    let policy = RestartSpec { max_restarts: 3, ..RestartSpec::default() };
+    let base = Instant::now();
+    let mut lc = Lifecycle::default();
+    lc.step(Event::Start, base, &policy).unwrap();
+    for round in 1..=3 {
+        lc.step(Event::ReadyTimeout { timeout_ms: 3000 }, base, &policy).unwrap();
+        assert_eq!(lc.status, Status::Stopping);
+        let fx = lc.step(Event::GroupGone, base, &policy).unwrap();
+        if round < 3 {
+            assert_eq!((lc.status, fx), (Status::Starting, vec![Effect::Spawn]), "round {round}");
+        } else {
+            assert_eq!((lc.status, fx), (Status::Errored, vec![]));
+        }
+    }
+    assert_eq!(lc.last_reason, Some(RestartReason::NotReady { timeout_ms: 3000 }));
+}
+
+#[test]
+fn adopted_and_restored_keep_counters() {
+    let since = Instant::now();
+    let lc = Lifecycle::adopted(since, 4, Some(ExitStatus::Code(1)), Some(RestartReason::Operator));
+    assert_eq!((lc.status, lc.restarts, lc.online_since), (Status::Online, 4, Some(since)));
+    let errored = Lifecycle::restored(Status::Errored, 16, None, None);
+    assert_eq!((errored.status, errored.restarts), (Status::Errored, 16));
+    // Anything else comes back stopped, to be started by the plan.
+    for status in [Status::Online, Status::WaitingRestart, Status::Stopping, Status::Starting] {
+        assert_eq!(Lifecycle::restored(status, 2, None, None).status, Status::Stopped);
     }
 }
 

@@ -1,0 +1,134 @@
+//! Rolling reload of an app that listens: for each instance in turn, start
+//! a new one beside it, wait until it is ready, then retire the old one
+//! gracefully (its stop signal, its kill timeout). The listening sockets are
+//! procd's, so no connection is refused at any point. A new instance that is
+//! not ready in time (or exits) stops the rollout: it is removed, the old
+//! instances that remain keep serving, and `status` says why (Kubernetes'
+//! behaviour; PM2 kills the old instance anyway).
+//!
+//! The rollout runs as a task beside the daemon loop; it asks the loop to
+//! swap an instance into the app (the loop owns the apps) over a channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::apps::AppLaunch;
+use crate::logs::LogHub;
+use crate::supervisor::task::Control;
+use crate::supervisor::{InstanceHandle, InstanceRecord, InstanceView, KeeperClient, RestartReason, Status};
+
+/// Slack on top of the `ready` timeout for the spawn itself.
+const SPAWN_SLACK: Duration = Duration::from_secs(2);
+
+/// What a rollout asks of the daemon loop.
+pub enum LoopMsg {
+    /// Put `handle` in place of instance `index` of `app`; the reply is the
+    /// old instance's view (being retired), or an error if the app or index
+    /// is gone (then `handle` was removed instead).
+    Swap {
+        app: String,
+        index: u32,
+        handle: InstanceHandle,
+        reply: oneshot::Sender<Result<Arc<std::sync::Mutex<InstanceView>>, String>>,
+    },
+    /// A new instance that failed: keep its handle until it has stopped.
+    Discard(InstanceHandle),
+    /// The rollout of `app` ended: `Err` is the reason it was aborted.
+    Finished { app: String, result: Result<(), String> },
+}
+
+/// One rollout's inputs.
+pub struct Rollout {
+    pub app: String,
+    pub indices: Vec<u32>,
+    pub launch: Arc<AppLaunch>,
+    /// The old instances' counters, carried over to their replacements.
+    pub restarts: Vec<u32>,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub logs: LogHub,
+    pub keeper: KeeperClient,
+    pub to_loop: mpsc::UnboundedSender<LoopMsg>,
+}
+
+impl Rollout {
+    /// Runs the rollout; the result is also reported to the loop.
+    pub async fn run(self) -> Result<(), String> {
+        let result = self.replace_all().await;
+        let _ = self.to_loop.send(LoopMsg::Finished { app: self.app.clone(), result: result.clone() });
+        result
+    }
+
+    async fn replace_all(&self) -> Result<(), String> {
+        for (n, &index) in self.indices.iter().enumerate() {
+            let record = InstanceRecord {
+                status: Status::Stopped,
+                restarts: self.restarts.get(n).copied().unwrap_or(0) + 1,
+                last_exit: None,
+                last_reason: Some(RestartReason::Reload),
+            };
+            let ctx = self.launch.instance(index);
+            let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.keeper.clone(), Some(record));
+            handle.send(Control::Start);
+            let deadline = Instant::now() + self.ready_timeout + SPAWN_SLACK;
+            if let Err(why) = wait_ready(&handle, deadline).await {
+                handle.send(Control::Remove);
+                let _ = self.to_loop.send(LoopMsg::Discard(handle));
+                return Err(format!("reload aborted: the new instance {index} {why}; the old instances keep serving"));
+            }
+            let (reply, answer) = oneshot::channel();
+            let swap = LoopMsg::Swap { app: self.app.clone(), index, handle, reply };
+            if self.to_loop.send(swap).is_err() {
+                return Err("reload aborted: the daemon is stopping".into());
+            }
+            let old = answer.await.map_err(|_| "reload aborted: the daemon is stopping".to_string())??;
+            // One old instance retires at a time, within its kill timeout.
+            let retire_by = Instant::now() + self.stop_timeout + SPAWN_SLACK;
+            while old.lock().unwrap().alive && Instant::now() < retire_by {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the new instance is online; a restart, an exit or the
+/// deadline is a failure, described for `status`.
+async fn wait_ready(handle: &InstanceHandle, deadline: Instant) -> Result<(), String> {
+    // The new handle reads "stopped" until its task has taken `Start`.
+    let mut started = false;
+    loop {
+        let v = handle.snapshot();
+        started |= matches!(v.status, Status::Starting | Status::Online);
+        if !started && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        // The replacement starts with no exit on record: any exit, or any
+        // state but starting/online (a missed ready deadline is a stop), is
+        // a failed start.
+        if v.status == Status::Online && v.last_exit.is_none() {
+            return Ok(());
+        }
+        let failed = v.last_exit.is_some()
+            || matches!(v.status, Status::Errored | Status::Stopped | Status::WaitingRestart | Status::Stopping);
+        if failed {
+            let detail = match (v.last_exit, &v.error) {
+                (_, Some(e)) => format!("could not start: {e}"),
+                (Some(exit), _) => format!("exited ({exit}) before it was ready"),
+                _ => match &v.last_reason {
+                    Some(r @ RestartReason::NotReady { .. }) => format!("was {r}"),
+                    _ => "was not ready".into(),
+                },
+            };
+            return Err(detail);
+        }
+        if Instant::now() >= deadline {
+            let reason = v.last_reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            return Err(format!("was not ready in time{reason}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
