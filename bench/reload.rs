@@ -3,7 +3,8 @@
 //! reload` runs three times, with a client opening a fresh connection every
 //! 5 ms beside wrk: failed requests by kind (target 0 everywhere). Then the
 //! requests per second of one instance on procd's passed socket against the
-//! same app binding its own port (target: no measurable loss).
+//! same app binding its own port (target: no measurable loss), the median
+//! of three alternating 5 s runs each.
 //! Run with `cargo bench --bench reload`; needs `wrk` (Debian's package),
 //! and `node` for the Node half. Prints figures, asserts nothing.
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BIN, DaemonGuard, spawn_daemon};
+use common::{BIN, DaemonGuard, median, spawn_daemon};
 use procd::Client;
 use procd::control::protocol::{Request, Response};
 
@@ -31,6 +32,10 @@ struct Example {
 
 const EXAMPLES: [Example; 2] =
     [Example { program: "node", script: "cluster.js" }, Example { program: "python3", script: "cluster.py" }];
+
+/// Alternating runs of each side of the socket-passing comparison, so a
+/// drift of the machine does not favour one side.
+const COMPARE_ROUNDS: usize = 3;
 
 /// When `procd reload` starts, from the start of wrk's 10 s.
 const RELOADS_AT: [Duration; 3] = [Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(8)];
@@ -372,12 +377,21 @@ fn main() {
         reload_under_wrk(example);
     }
     let dir = tempfile::tempdir().unwrap();
-    println!("one instance, wrk -t1 -c16 -d5s, socket passed by procd vs bound by the app itself:");
+    println!(
+        "one instance, wrk -t1 -c16 -d5s, socket passed by procd vs bound by the app itself \
+         (median of {COMPARE_ROUNDS} alternating runs):"
+    );
     for example in &examples {
-        let passed = one_instance_via_procd(example);
-        let own = one_instance_self_bound(example, dir.path());
+        let (mut passed, mut own) = (Vec::new(), Vec::new());
+        for _ in 0..COMPARE_ROUNDS {
+            passed.push(one_instance_via_procd(example));
+            own.push(one_instance_self_bound(example, dir.path()));
+        }
+        let runs = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+        let (runs_passed, runs_own) = (runs(&passed), runs(&own));
+        let (passed, own) = (median(passed), median(own));
         println!(
-            "  {}: {passed:.0} requests/s on procd's socket, {own:.0} requests/s on its own ({:+.1}%)",
+            "  {}: {passed:.0} requests/s on procd's socket ({runs_passed}), {own:.0} on its own ({runs_own}): {:+.1}%",
             example.script,
             (passed / own - 1.0) * 100.0
         );

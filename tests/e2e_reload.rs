@@ -359,10 +359,12 @@ while True:
     d.spawn(&[]);
     let first = d.wait_online("hangs", 1)[0];
     let mut inst = serde_json::Value::Null;
-    d.wait_until("the silent instance restarted", Duration::from_secs(10), || {
+    d.wait_until("the silent instance restarted and online again", Duration::from_secs(10), || {
         let Some(app) = d.app("hangs") else { return false };
         inst = app["instances"][0].clone();
-        inst["restarts"].as_u64() >= Some(1) && inst["pid"].as_i64().is_some_and(|p| p != first)
+        inst["restarts"].as_u64() >= Some(1)
+            && inst["pid"].as_i64().is_some_and(|p| p != first)
+            && inst["status"] == "online"
     });
     let reason = inst["last_restart_reason"].as_str().unwrap_or_default();
     assert!(reason.to_lowercase().contains("watchdog"), "the restart reason names the watchdog: {inst}");
