@@ -372,3 +372,38 @@ while True:
     assert!(quiet.join(first.to_string()).exists(), "instance {first} was restarted before it went quiet");
     d.wait_until("the hung instance was killed", Duration::from_secs(10), || !alive(first));
 }
+
+#[test]
+fn an_app_that_listens_over_its_memory_limit_is_rolled_over_not_restarted() {
+    let mut d = Daemon::prepare(&[]);
+    let port = free_port();
+    let app = script(
+        d.dir.path(),
+        "hog.py",
+        "import os, socket, time\n\
+         s = socket.socket(fileno=3)\n\
+         hog = bytearray(40 * 1024 * 1024)\n\
+         for i in range(0, len(hog), 4096):\n    hog[i] = 1\n\
+         while True:\n    time.sleep(1)\n",
+    );
+    d.write(
+        "hog.kdl",
+        &format!(
+            "app \"hog\" {{\n    run \"python3\" \"{}\"\n    listen \"tcp://127.0.0.1:{port}\"\n    \
+             max-memory \"20M\" every=\"200ms\"\n    stop timeout=\"1s\"\n}}\n",
+            app.display()
+        ),
+    );
+    d.spawn(&[]);
+    let first = d.wait_online("hog", 1);
+    d.wait_until("hog rolled over", Duration::from_secs(15), || {
+        d.app("hog").is_some_and(|a| {
+            let i = &a["instances"][0];
+            i["pid"].as_i64().is_some_and(|p| p != first[0]) && i["last_restart_reason"] == "rolling reload"
+        })
+    });
+    // The replacement started before the old run was retired: one instance,
+    // never zero.
+    assert_eq!(d.app("hog").unwrap()["instances"].as_array().unwrap().len(), 1);
+    assert!(d.daemon_log().contains("rolling it over"), "{}", d.daemon_log());
+}

@@ -399,8 +399,12 @@ impl Daemon {
         {
             tracing::error!("{e}");
         }
-        self.sampler.lock().unwrap().limits =
-            self.desired.iter().filter_map(|s| s.max_memory.map(|m| (s.name.clone(), m))).collect();
+        {
+            let mut sampler = self.sampler.lock().unwrap();
+            sampler.limits = self.desired.iter().filter_map(|s| s.max_memory.map(|m| (s.name.clone(), m))).collect();
+            sampler.listening = self.desired.iter().filter(|s| !s.listen.is_empty()).map(|s| s.name.clone()).collect();
+            sampler.to_loop.get_or_insert_with(|| self.loop_tx.clone());
+        }
         let actions = self.apps.plan(&self.desired);
         for a in &actions {
             tracing::info!("{a}");
@@ -532,6 +536,20 @@ impl Daemon {
                 }
             }
             rollout::LoopMsg::Discard(handle) => self.apps.draining.push(handle),
+            rollout::LoopMsg::ReloadInstance { app, pid } => {
+                let index = self
+                    .apps
+                    .apps
+                    .get(&app)
+                    .and_then(|a| a.instances.iter().find(|(_, h)| h.snapshot().pid == Some(pid)).map(|(i, _)| *i));
+                if let Some(index) = index
+                    && let Err(e) = self.start_rollout(&app, vec![index])
+                {
+                    // Another rollout runs: it replaces this instance too, or
+                    // the next memory check asks again.
+                    tracing::info!(app, "{e}");
+                }
+            }
             rollout::LoopMsg::Finished { app, result } => {
                 self.rolling.remove(&app);
                 match result {

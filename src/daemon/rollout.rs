@@ -37,6 +37,9 @@ pub enum LoopMsg {
     Discard(InstanceHandle),
     /// The rollout of `app` ended: `Err` is the reason it was aborted.
     Finished { app: String, result: Result<(), String> },
+    /// Replace the instance whose leader is `pid` by a rolling reload (it
+    /// passed `max-memory`).
+    ReloadInstance { app: String, pid: i32 },
 }
 
 /// One rollout's inputs.

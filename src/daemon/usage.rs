@@ -34,6 +34,11 @@ pub struct Sampler {
     demanded: Option<Instant>,
     /// `max-memory` per app, kept current by the daemon on every rescan.
     pub limits: HashMap<String, MemoryLimit>,
+    /// Apps with listening sockets: an instance over its limit is replaced
+    /// by a rolling reload (through the daemon loop), not restarted.
+    pub listening: HashSet<String>,
+    /// Where such reloads are asked for.
+    pub to_loop: Option<tokio::sync::mpsc::UnboundedSender<super::rollout::LoopMsg>>,
 }
 
 pub type SharedSampler = Arc<Mutex<Sampler>>;
@@ -47,6 +52,8 @@ impl Sampler {
             sampled_all: None,
             demanded: None,
             limits: HashMap::new(),
+            listening: HashSet::new(),
+            to_loop: None,
         }))
     }
 
@@ -115,8 +122,17 @@ pub async fn sample_usage(sampler: SharedSampler, every: Duration) {
             let Some(u) = s.usage.get(pid) else { continue };
             if due && u.rss_bytes > limit.bytes && restarting.insert(*pid) {
                 let reason = RestartReason::MemoryLimit { rss_bytes: u.rss_bytes, limit_bytes: limit.bytes };
-                tracing::warn!(app = %route.app, pid, "{reason}: restarting");
-                route.send(Control::RestartIfRunning(reason));
+                match &s.to_loop {
+                    Some(to_loop) if s.listening.contains(route.app.as_ref()) => {
+                        tracing::warn!(app = %route.app, pid, "{reason}: rolling it over");
+                        let msg = super::rollout::LoopMsg::ReloadInstance { app: route.app.to_string(), pid: *pid };
+                        let _ = to_loop.send(msg);
+                    }
+                    _ => {
+                        tracing::warn!(app = %route.app, pid, "{reason}: restarting");
+                        route.send(Control::RestartIfRunning(reason));
+                    }
+                }
             }
         }
         for (name, limit) in &s.limits {
