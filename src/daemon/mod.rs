@@ -502,6 +502,7 @@ impl Daemon {
             restarts,
             ready_timeout: spec.ready.timeout,
             stop_timeout: spec.template.stop.timeout,
+            max_surge: spec.rollout.max_surge as usize,
             logs: self.apps.logs.clone(),
             keeper: self.apps.keeper.clone(),
             to_loop: self.loop_tx.clone(),

@@ -51,6 +51,10 @@ pub struct Rollout {
     pub restarts: Vec<u32>,
     pub ready_timeout: Duration,
     pub stop_timeout: Duration,
+    /// How many new instances start at once (`rollout max-surge`); the old
+    /// ones are retired only once their replacements are ready, so the
+    /// serving count never drops (`max-unavailable` has nothing to add).
+    pub max_surge: usize,
     pub logs: LogHub,
     pub keeper: KeeperClient,
     pub to_loop: mpsc::UnboundedSender<LoopMsg>,
@@ -65,31 +69,50 @@ impl Rollout {
     }
 
     async fn replace_all(&self) -> Result<(), String> {
-        for (n, &index) in self.indices.iter().enumerate() {
-            let record = InstanceRecord {
-                status: Status::Stopped,
-                restarts: self.restarts.get(n).copied().unwrap_or(0) + 1,
-                last_exit: None,
-                last_reason: Some(RestartReason::Reload),
-            };
-            let ctx = self.launch.instance(index);
-            let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.keeper.clone(), Some(record));
-            handle.send(Control::Start);
+        let restarts: Vec<(u32, u32)> =
+            self.indices.iter().enumerate().map(|(n, &i)| (i, self.restarts.get(n).copied().unwrap_or(0))).collect();
+        for batch in restarts.chunks(self.max_surge.max(1)) {
+            let mut fresh = Vec::new();
+            for &(index, restarts) in batch {
+                let record = InstanceRecord {
+                    status: Status::Stopped,
+                    restarts: restarts + 1,
+                    last_exit: None,
+                    last_reason: Some(RestartReason::Reload),
+                };
+                let ctx = self.launch.instance(index);
+                let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.keeper.clone(), Some(record));
+                handle.send(Control::Start);
+                fresh.push((index, handle));
+            }
             let deadline = Instant::now() + self.ready_timeout + SPAWN_SLACK;
-            if let Err(why) = wait_ready(&handle, deadline).await {
-                handle.send(Control::Remove);
-                let _ = self.to_loop.send(LoopMsg::Discard(handle));
-                return Err(format!("reload aborted: the new instance {index} {why}; the old instances keep serving"));
+            let mut failure = None;
+            for (index, handle) in &fresh {
+                if let Err(why) = wait_ready(handle, deadline).await {
+                    failure.get_or_insert(format!(
+                        "reload aborted: the new instance {index} {why}; the old instances keep serving"
+                    ));
+                }
             }
-            let (reply, answer) = oneshot::channel();
-            let swap = LoopMsg::Swap { app: self.app.clone(), index, handle, reply };
-            if self.to_loop.send(swap).is_err() {
-                return Err("reload aborted: the daemon is stopping".into());
+            if let Some(failure) = failure {
+                for (_, handle) in fresh {
+                    handle.send(Control::Remove);
+                    let _ = self.to_loop.send(LoopMsg::Discard(handle));
+                }
+                return Err(failure);
             }
-            let old = answer.await.map_err(|_| "reload aborted: the daemon is stopping".to_string())??;
-            // One old instance retires at a time, within its kill timeout.
+            let mut retiring = Vec::new();
+            for (index, handle) in fresh {
+                let (reply, answer) = oneshot::channel();
+                let swap = LoopMsg::Swap { app: self.app.clone(), index, handle, reply };
+                if self.to_loop.send(swap).is_err() {
+                    return Err("reload aborted: the daemon is stopping".into());
+                }
+                retiring.push(answer.await.map_err(|_| "reload aborted: the daemon is stopping".to_string())??);
+            }
+            // The old instances of this batch retire, within their kill timeout.
             let retire_by = Instant::now() + self.stop_timeout + SPAWN_SLACK;
-            while old.lock().unwrap().alive && Instant::now() < retire_by {
+            while retiring.iter().any(|old| old.lock().unwrap().alive) && Instant::now() < retire_by {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -250,6 +250,10 @@ pub(crate) fn decode_rollout(d: &mut Diagnostics, node: &KdlNode) -> Option<Roll
     }
     if d.errors.len() == before && rollout.max_surge == 0 && rollout.max_unavailable == 0 {
         d.at(node.span(), "`rollout` with max-surge=0 and max-unavailable=0 could never replace an instance");
+    } else if d.errors.len() == before && rollout.max_surge == 0 {
+        // Stopping an old instance before its replacement is ready is not
+        // built: procd never lets the serving count drop during a rollout.
+        d.at(node.span(), "`rollout` with max-surge=0 is not supported by this version of procd yet");
     }
     (d.errors.len() == before).then_some(rollout)
 }
@@ -395,7 +399,7 @@ mod tests {
         assert_eq!(decode("rollout").unwrap().rollout, RolloutSpec { max_surge: 1, max_unavailable: 0 });
         let r = decode("rollout max-surge=2 max-unavailable=1").unwrap().rollout;
         assert_eq!(r, RolloutSpec { max_surge: 2, max_unavailable: 1 });
-        assert_eq!(decode("rollout max-surge=0 max-unavailable=1").unwrap().rollout.max_surge, 0);
+        assert!(decode("rollout max-surge=0 max-unavailable=1").is_err());
     }
 
     /// Every error, located on line 3 (the body's line) with its gist.
