@@ -191,3 +191,18 @@ fn under_systemd_the_daemon_notifies_ready_and_pings_the_watchdog() {
         }
     }
 }
+
+#[test]
+fn a_lost_keeper_is_replaced_and_its_apps_started_once_again() {
+    let d = Daemon::start_with(&[("s.kdl", &common::sleeper("s", "instances 2"))], &[]);
+    let old = d.wait_online("s", 2);
+    let keeper = d.keeper_pid().unwrap();
+    signal(keeper, "KILL");
+    // The daemon re-executes, starts a new keeper, stops what the lost one
+    // ran (by cgroup) and starts the instances once.
+    d.wait_until("a new keeper", Duration::from_secs(10), || d.keeper_pid().is_some_and(|k| k != keeper));
+    d.wait_until("old instances stopped", Duration::from_secs(10), || old.iter().all(|p| !alive(*p)));
+    let new = d.wait_online("s", 2);
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
+    assert!(d.daemon_log().contains("lost the keeper"));
+}

@@ -327,6 +327,38 @@ impl Apps {
         self.listen_errors.retain(|n, _| declared.iter().any(|s| &s.name == n));
     }
 
+    /// Clears run cgroups no adopted run owns: processes of a keeper that
+    /// was lost (its runs cannot be adopted) are stopped, so no instance
+    /// runs twice, and empty leftovers are removed. Call before the first
+    /// plan.
+    pub fn sweep_stray_cgroups(&self) {
+        let Some(root) = &self.cgroups else { return };
+        let owned: std::collections::HashSet<&std::path::Path> =
+            self.adoptable.values().chain(&self.surplus).filter_map(|r| r.tag.cgroup.as_deref()).collect();
+        for cg in root.instances() {
+            if owned.contains(cg.path()) {
+                continue;
+            }
+            if !cg.populated() {
+                let _ = cg.remove();
+                continue;
+            }
+            tracing::warn!(cgroup = %cg.path().display(), "processes no keeper knows of (a lost keeper's): stopping them");
+            cg.signal_all(libc::SIGTERM);
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while cg.populated() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                cg.kill_all();
+                while cg.populated() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = cg.remove();
+            });
+        }
+    }
+
     /// Stops the adopted runs no declared instance claimed (their app was
     /// removed or scaled down while no daemon ran), draining their output
     /// to the app's default log files until they are gone.

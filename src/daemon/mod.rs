@@ -71,6 +71,8 @@ enum Exit {
     KeepApps,
     /// Re-execute the keeper and the daemon (`procd update`).
     Update,
+    /// The keeper is gone: re-execute the daemon, which starts a new one.
+    KeeperLost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +224,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         opts,
     };
     daemon.apps.take_inventory(inventory);
+    daemon.apps.sweep_stray_cgroups();
 
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let mut watcher = ConfigWatcher::new(daemon.dirs.iter().map(|d| d.path.clone()).collect(), watch_tx)?;
@@ -250,7 +253,6 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let mut periodic = tokio::time::interval(daemon.opts.rescan_every);
     periodic.tick().await;
     let on_signal = if daemon.opts.keep_apps { Exit::KeepApps } else { Exit::StopApps };
-    let mut keeper_lost = false;
     // Under systemd (Type=notify): ready once the first reconcile launched
     // the apps; watchdog pings from this loop, so a stuck loop misses them.
     sd_notify(crate::sd_notify::READY);
@@ -265,10 +267,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             Some((request, reply)) = req_rx.recv() => {
                 let _ = reply.send(daemon.handle(request));
             }
-            _ = keeper.lost(), if !keeper_lost => {
-                keeper_lost = true;
-                tracing::error!("lost the keeper: apps already running go on, but no app can be started \
-                    or supervised until procd is restarted");
+            _ = keeper.lost() => {
+                // Killed, or crashed: without it nothing can be started or
+                // reaped. Re-executing starts a fresh keeper; with cgroups
+                // the lost keeper's apps are stopped and started again.
+                tracing::error!("lost the keeper: restarting procd to start a new one");
+                break Exit::KeeperLost;
             }
             Some(()) = watch_rx.recv() => {
                 // Each event pushes the rescan back, so a burst is one rescan.
@@ -298,7 +302,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     daemon.watchers.clear();
-    if exit != Exit::Update {
+    if !matches!(exit, Exit::Update | Exit::KeeperLost) {
         sd_notify(crate::sd_notify::STOPPING);
     }
     match exit {
@@ -326,6 +330,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             keeper.reexec(&exe).await;
             Err(reexec(&exe))
         }
+        Exit::KeeperLost => Err(reexec(&exe)),
     }
 }
 

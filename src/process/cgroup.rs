@@ -85,6 +85,16 @@ impl CgroupRoot {
         &self.path
     }
 
+    /// Every instance cgroup in the subtree (left by this daemon, or by a
+    /// previous one).
+    pub fn instances(&self) -> Vec<InstanceCgroup> {
+        let Ok(dir) = fs::read_dir(&self.path) else { return Vec::new() };
+        dir.flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| InstanceCgroup { path: e.path() })
+            .collect()
+    }
+
     /// Removes the subtree once every instance cgroup in it is removed, at
     /// daemon shutdown; an already removed subtree is not an error.
     pub fn remove(&self) -> io::Result<()> {
