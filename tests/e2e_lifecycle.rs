@@ -18,7 +18,7 @@ fn sigterm_stops_every_app_gracefully_then_by_sigkill_and_exits_0() {
         "apps.kdl",
         &format!(
             "app \"polite\" {{\n    run \"sh\" \"-c\" \"trap 'echo got-int >> {log}; exit 0' INT; touch {log}.armed; while true; do sleep 0.05; done\"\n}}\n\
-             app \"stubborn\" {{\n    run \"sh\" \"-c\" \"trap '' INT TERM; while true; do sleep 0.05; done\"\n    stop signal=\"SIGTERM\" timeout=\"300ms\"\n}}\n",
+             app \"stubborn\" {{\n    run \"sh\" \"-c\" \"trap '' INT TERM; touch {log}.stubborn; while true; do sleep 0.05; done\"\n    stop signal=\"SIGTERM\" timeout=\"300ms\"\n}}\n",
             log = log.display()
         ),
     );
@@ -26,7 +26,8 @@ fn sigterm_stops_every_app_gracefully_then_by_sigkill_and_exits_0() {
     let stubborn = d.wait_online("stubborn", 1)[0];
     // Online is as soon as exec succeeded; the shell sets its trap after.
     let armed = d.dir.path().join("graceful.log.armed");
-    d.wait_until("polite app trapping SIGINT", Duration::from_secs(5), || armed.exists());
+    let stubborn_armed = d.dir.path().join("graceful.log.stubborn");
+    d.wait_until("both apps trapping signals", Duration::from_secs(5), || armed.exists() && stubborn_armed.exists());
     let started = Instant::now();
     let status = d.terminate();
     assert_eq!(status.code(), Some(0));
