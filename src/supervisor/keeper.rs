@@ -113,6 +113,9 @@ struct Pending {
 /// The daemon's handle on the keeper; cheap to clone.
 #[derive(Clone)]
 pub struct KeeperClient {
+    /// Spawn requests go straight to the socket (the respawn path); the
+    /// rest through the writer task, in order.
+    link: Arc<KeeperLink>,
     tx: mpsc::UnboundedSender<Outgoing>,
     pending: Arc<Mutex<HashMap<u64, Pending>>>,
     next_id: Arc<AtomicU64>,
@@ -163,7 +166,14 @@ impl KeeperClient {
         let link = Arc::new(link);
         let (tx, rx) = mpsc::unbounded_channel();
         let (closed_tx, closed) = watch::channel(false);
-        let client = KeeperClient { tx, pending: Arc::default(), next_id: Arc::new(AtomicU64::new(1)), router, closed };
+        let client = KeeperClient {
+            link: link.clone(),
+            tx,
+            pending: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            router,
+            closed,
+        };
         tokio::spawn(write_loop(link.clone(), rx));
         tokio::spawn(client.clone().read_loop(link, buf, closed_tx));
         Ok((client, inventory))
@@ -184,7 +194,11 @@ impl KeeperClient {
         let (reply, answer) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, Pending { route, reply });
         let tag = serde_json::to_string(tag).map_err(|e| e.to_string())?;
-        self.send(ToKeeper::Spawn { id, launch, tag }, fds);
+        let borrowed: Vec<BorrowedFd> = fds.iter().map(|f| f.as_fd()).collect();
+        if let Err(e) = self.link.send(&ToKeeper::Spawn { id, launch, tag }, &borrowed).await {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(format!("cannot reach the keeper: {e}"));
+        }
         answer.await.unwrap_or_else(|_| Err("the keeper connection was lost".into()))
     }
 
