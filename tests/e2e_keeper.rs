@@ -206,3 +206,16 @@ fn a_lost_keeper_is_replaced_and_its_apps_started_once_again() {
     assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
     assert!(d.daemon_log().contains("lost the keeper"));
 }
+
+#[test]
+fn an_unreadable_state_file_still_starts_every_declared_app() {
+    // As after a bad reboot: the operator state is garbage; conf.d is the
+    // source of truth, so every declared app starts and the error is logged.
+    let mut d = Daemon::prepare(&[("s.kdl", &common::sleeper("s", "")), ("t.kdl", &common::sleeper("t", ""))]);
+    std::fs::create_dir_all(d.home.join("state")).unwrap();
+    std::fs::write(d.home.join("state/state.json"), "{\"version\":1,\"stopped\":[\"s\"").unwrap();
+    d.spawn(&[]);
+    d.wait_online("s", 1);
+    d.wait_online("t", 1);
+    assert!(d.daemon_log().contains("state.json"), "{}", d.daemon_log());
+}

@@ -407,3 +407,19 @@ fn an_app_that_listens_over_its_memory_limit_is_rolled_over_not_restarted() {
     assert_eq!(d.app("hog").unwrap()["instances"].as_array().unwrap().len(), 1);
     assert!(d.daemon_log().contains("rolling it over"), "{}", d.daemon_log());
 }
+
+#[test]
+fn a_port_in_use_is_an_error_in_status_not_a_crash_loop() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let spec = format!("app \"web\" {{\n    run \"sleep\" \"1000\"\n    listen \"tcp://127.0.0.1:{port}\"\n}}\n");
+    let d = Daemon::start_with(&[("web.kdl", &spec)], &[]);
+    let errors = d.status()["errors"].to_string();
+    assert!(errors.contains("web.kdl") && errors.contains(&port.to_string()) && errors.contains("in use"), "{errors}");
+    assert!(d.app("web").is_none_or(|a| a["instances"].as_array().unwrap().is_empty()), "nothing started");
+    // Once the port is free, the next reconcile binds it and starts the app.
+    drop(taken);
+    d.ok(&["reconcile"]);
+    d.wait_online("web", 1);
+    assert_eq!(d.status()["errors"].as_array().unwrap().len(), 0);
+}
