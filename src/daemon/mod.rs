@@ -121,6 +121,9 @@ pub struct Daemon {
     rolling: std::collections::HashSet<String>,
     /// Why an app's last rollout was aborted, shown in `status`.
     rollout_errors: std::collections::BTreeMap<String, String>,
+    /// Apps whose spec changed during their rollout: rolled again, over
+    /// every instance, with the new spec once it ends.
+    queued_rollouts: std::collections::BTreeSet<String>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -221,6 +224,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         loop_tx,
         rolling: Default::default(),
         rollout_errors: Default::default(),
+        queued_rollouts: Default::default(),
         opts,
     };
     daemon.apps.take_inventory(inventory);
@@ -418,8 +422,12 @@ impl Daemon {
         self.apps.drop_sockets(&self.desired);
         for (app, indices) in std::mem::take(&mut self.apps.rollouts) {
             // A rollout already running for the app finishes with the spec
-            // it started with; the next rescan (at most 30 s) catches up.
-            let _ = self.start_rollout(&app, indices);
+            // it started with; this one follows it (see `on_rollout`).
+            if self.rolling.contains(&app) {
+                self.queued_rollouts.insert(app);
+            } else if let Err(e) = self.start_rollout(&app, indices) {
+                tracing::error!(app, "{e}");
+            }
         }
         self.sync_watchers();
         for (app, message) in &self.apps.listen_errors {
@@ -558,6 +566,13 @@ impl Daemon {
             }
             rollout::LoopMsg::Finished { app, result } => {
                 self.rolling.remove(&app);
+                if self.queued_rollouts.remove(&app) && !self.operator.stopped.contains(&app) {
+                    let indices: Vec<u32> =
+                        self.apps.apps.get(&app).map(|a| a.instances.keys().copied().collect()).unwrap_or_default();
+                    if let Err(e) = self.start_rollout(&app, indices) {
+                        tracing::error!(app, "{e}");
+                    }
+                }
                 match result {
                     Ok(()) => {
                         tracing::info!(app, "rolling reload done");
