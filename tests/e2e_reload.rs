@@ -423,3 +423,52 @@ fn a_port_in_use_is_an_error_in_status_not_a_crash_loop() {
     d.wait_online("web", 1);
     assert_eq!(d.status()["errors"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn stopping_the_daemon_mid_rollout_leaves_no_process_behind() {
+    let mut d = Daemon::prepare(&[]);
+    let flag = d.dir.path().join("ready-flag");
+    std::fs::write(&flag, "").unwrap();
+    let port = free_port();
+    d.write(
+        "slow.kdl",
+        &format!(
+            "app \"slow\" {{\n    run \"sleep\" \"1000\"\n    instances 2\n    listen \"tcp://127.0.0.1:{port}\"\n    \
+             ready \"exec\" \"test\" \"-f\" \"{}\" timeout=\"20s\"\n    stop timeout=\"1s\"\n}}\n",
+            flag.display()
+        ),
+    );
+    d.spawn(&[]);
+    let old = d.wait_online("slow", 2);
+    // New instances will never be ready: the rollout is still waiting when
+    // the daemon is told to stop.
+    std::fs::remove_file(&flag).unwrap();
+    let reload = std::process::Command::new(common::BIN)
+        .args(["reload", "slow", "--home"])
+        .arg(&d.home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reload = Guard(reload);
+    d.wait_until("a replacement is starting", Duration::from_secs(10), || {
+        std::fs::read_to_string(d.dir.path().join("daemon.stderr")).is_ok_and(|l| l.contains("rolling reload"))
+    });
+    let keeper = d.keeper_pid().unwrap();
+    assert!(d.terminate().success());
+    d.wait_until("keeper gone", Duration::from_secs(10), || !alive(keeper as i64));
+    for pid in old {
+        assert!(!alive(pid));
+    }
+    let _ = reload.0.wait();
+}
+
+/// Kills the child at drop if the test failed before waiting for it.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -151,8 +151,12 @@ impl Apps {
                                 if !runs {
                                     // Stopped by an operator while no daemon ran.
                                     handle.send(Control::Stop);
+                                } else if changed && launch.sockets.is_some() {
+                                    // The spec changed while no daemon ran:
+                                    // an app that listens rolls over.
+                                    self.rollouts.push((name.to_string(), vec![i]));
+                                    started.push(key);
                                 } else if changed {
-                                    // The spec changed while no daemon ran.
                                     let ctx = Box::new(launch.instance(i));
                                     handle.send(Control::Replace { ctx, restart: true });
                                     started.push(key);
@@ -252,21 +256,31 @@ impl Apps {
         let mut surplus = Vec::new();
         for run in inventory.runs {
             let key = (run.tag.app.clone(), run.tag.index);
-            // Two runs of one instance: a rollout was cut short. The newer
-            // one is the instance; the older is stopped with the unclaimed.
-            match self.adoptable.remove(&key) {
-                Some(other) if other.tag.started_ms > run.tag.started_ms => {
-                    self.adoptable.insert(key, other);
-                    surplus.push(run);
-                }
-                Some(other) => {
-                    self.adoptable.insert(key, run);
-                    surplus.push(other);
-                }
+            // Two runs of one instance: a rollout was cut short. The one it
+            // promoted (a record written at the swap) is the instance, else
+            // the one that was serving before it: a replacement that never
+            // proved ready must not win. The other is stopped.
+            let Some(other) = self.adoptable.remove(&key) else {
+                self.adoptable.insert(key, run);
+                continue;
+            };
+            let promoted: Option<i32> = inventory
+                .other
+                .get(&format!("promoted/{}/{}", key.0, key.1))
+                .and_then(|v| serde_json::from_str::<Option<i32>>(v).ok().flatten());
+            let run_first = match promoted {
+                Some(pid) => run.pid == pid,
                 None => {
-                    self.adoptable.insert(key, run);
+                    (run.exit.is_none(), std::cmp::Reverse(run.tag.started_ms))
+                        > (other.exit.is_none(), std::cmp::Reverse(other.tag.started_ms))
                 }
-            }
+            };
+            let (keep, drop) = if run_first { (run, other) } else { (other, run) };
+            self.adoptable.insert(key, keep);
+            surplus.push(drop);
+        }
+        for key in inventory.other.keys().filter(|k| k.starts_with("promoted/")) {
+            self.keeper.store(key.clone(), None::<&i32>);
         }
         self.surplus = surplus;
         self.records = inventory.records.into_iter().collect();
@@ -323,7 +337,13 @@ impl Apps {
             self.keeper.release(key.clone());
             self.keeper.store(key, None::<&Vec<String>>);
         }
-        self.held_sockets.clear();
+        // Sockets a previous daemon held for apps not declared any more:
+        // closed in the keeper too, or the port stays bound for nobody.
+        for name in std::mem::take(&mut self.held_sockets).into_keys() {
+            let key = format!("{LISTEN_KEY}{name}");
+            self.keeper.release(key.clone());
+            self.keeper.store(key, None::<&Vec<String>>);
+        }
         self.listen_errors.retain(|n, _| declared.iter().any(|s| &s.name == n));
     }
 

@@ -87,6 +87,8 @@ pub enum DaemonError {
     Watch(#[from] notify::Error),
     #[error(transparent)]
     Keeper(#[from] KeeperError),
+    #[error("another procd daemon runs with this state dir (it holds {path})")]
+    Locked { path: std::path::PathBuf },
     #[error("cannot re-execute {exe}: {source}")]
     Reexec { exe: std::path::PathBuf, source: std::io::Error },
 }
@@ -124,6 +126,9 @@ pub struct Daemon {
     /// Apps whose spec changed during their rollout: rolled again, over
     /// every instance, with the new spec once it ends.
     queued_rollouts: std::collections::BTreeSet<String>,
+    /// Running rollouts, and how shutdown tells them to end.
+    rollout_tasks: Vec<tokio::task::JoinHandle<()>>,
+    cancel_rollouts: tokio::sync::watch::Sender<bool>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then stops every app and returns.
@@ -132,6 +137,12 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     for dir in [&paths.config_dir, &paths.cli_apps_dir(), &paths.log_dir] {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Dir { path: dir.clone(), source })?;
     }
+    // One daemon per state dir: two would share (or fight over) one keeper.
+    let lock_path = paths.state_dir.join("daemon.lock");
+    let _lock = process::lock_exclusive(&lock_path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::WouldBlock => DaemonError::Locked { path: lock_path.clone() },
+        _ => DaemonError::Dir { path: lock_path.clone(), source },
+    })?;
     let listener = server::bind(&paths.socket)?;
     if let Err(e) = process::raise_fd_limit() {
         tracing::warn!("cannot raise the open-file limit: {e}");
@@ -225,6 +236,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         rolling: Default::default(),
         rollout_errors: Default::default(),
         queued_rollouts: Default::default(),
+        rollout_tasks: Vec::new(),
+        cancel_rollouts: tokio::sync::watch::channel(false).0,
         opts,
     };
     daemon.apps.take_inventory(inventory);
@@ -306,6 +319,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     daemon.watchers.clear();
+    daemon.end_rollouts(&mut loop_rx).await;
     if !matches!(exit, Exit::Update | Exit::KeeperLost) {
         sd_notify(crate::sd_notify::STOPPING);
     }
@@ -334,7 +348,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             keeper.reexec(&exe).await;
             Err(reexec(&exe))
         }
-        Exit::KeeperLost => Err(reexec(&exe)),
+        Exit::KeeperLost => {
+            // Its apps are orphans now (ours, as subreaper, or init's). Stop
+            // them before the new image starts each instance once; with
+            // cgroups the new image also sweeps whatever they left.
+            for (pid, _) in daemon.apps.keeper.router().routes() {
+                let _ = process::signal_group(pid, libc::SIGTERM);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for (pid, _) in daemon.apps.keeper.router().routes() {
+                let _ = process::kill_group(pid);
+            }
+            Err(reexec(&exe))
+        }
     }
 }
 
@@ -509,6 +535,7 @@ impl Daemon {
             self.apps.notify_socket.as_deref(),
         );
         let job = rollout::Rollout {
+            cancel: self.cancel_rollouts.subscribe(),
             app: app.to_owned(),
             indices,
             launch: Arc::new(launch),
@@ -523,10 +550,39 @@ impl Daemon {
         tracing::info!(app, "rolling reload");
         self.rolling.insert(app.to_owned());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        self.rollout_tasks.retain(|t| !t.is_finished());
+        self.rollout_tasks.push(tokio::spawn(async move {
             let _ = tx.send(job.run().await);
-        });
+        }));
         Ok(rx)
+    }
+
+    /// Ends every rollout: each gives its new instances back, and swaps
+    /// still queued are refused, their instances removed with the rest.
+    async fn end_rollouts(&mut self, loop_rx: &mut mpsc::UnboundedReceiver<rollout::LoopMsg>) {
+        let _ = self.cancel_rollouts.send(true);
+        for task in std::mem::take(&mut self.rollout_tasks) {
+            tokio::pin!(task);
+            loop {
+                tokio::select! {
+                    _ = &mut task => break,
+                    Some(msg) = loop_rx.recv() => match msg {
+                        rollout::LoopMsg::Swap { handle, reply, .. } => {
+                            handle.send(Control::Remove);
+                            self.apps.draining.push(handle);
+                            let _ = reply.send(Err("reload aborted: the daemon is stopping".into()));
+                        }
+                        rollout::LoopMsg::Discard(handle) => self.apps.draining.push(handle),
+                        _ => {}
+                    },
+                }
+            }
+        }
+        while let Ok(msg) = loop_rx.try_recv() {
+            if let rollout::LoopMsg::Discard(handle) = msg {
+                self.apps.draining.push(handle);
+            }
+        }
     }
 
     /// What a rollout asks of the loop.
@@ -535,11 +591,22 @@ impl Daemon {
             rollout::LoopMsg::Swap { app, index, handle, reply } => {
                 let slot = self.apps.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&index));
                 match slot {
+                    // An operator stopped the app meanwhile: keep it stopped.
+                    Some(_) if self.operator.stopped.contains(&app) => {
+                        handle.send(Control::Remove);
+                        self.apps.draining.push(handle);
+                        let _ = reply.send(Err(format!("reload stopped: `{app}` was stopped")));
+                    }
                     Some(slot) => {
+                        let pid = handle.snapshot().pid;
+                        handle.send(Control::Promote);
                         let old = std::mem::replace(slot, handle);
                         let view = old.view.clone();
                         old.send(Control::Retire);
                         self.apps.draining.push(old);
+                        // If the daemon dies before the old run is gone, the
+                        // next one keeps this run, not the retiring one.
+                        self.apps.keeper.store(format!("promoted/{app}/{index}"), Some(&pid));
                         let _ = reply.send(Ok(view));
                     }
                     None => {
@@ -556,12 +623,13 @@ impl Daemon {
                     .apps
                     .get(&app)
                     .and_then(|a| a.instances.iter().find(|(_, h)| h.snapshot().pid == Some(pid)).map(|(i, _)| *i));
-                if let Some(index) = index
+                if index.is_some() && self.rolling.contains(&app) {
+                    // Another rollout runs: roll the app again after it.
+                    self.queued_rollouts.insert(app);
+                } else if let Some(index) = index
                     && let Err(e) = self.start_rollout(&app, vec![index])
                 {
-                    // Another rollout runs: it replaces this instance too, or
-                    // the next memory check asks again.
-                    tracing::info!(app, "{e}");
+                    tracing::error!(app, "{e}");
                 }
             }
             rollout::LoopMsg::Finished { app, result } => {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apps::AppLaunch;
 use crate::logs::LogHub;
@@ -58,7 +58,12 @@ pub struct Rollout {
     pub logs: LogHub,
     pub keeper: KeeperClient,
     pub to_loop: mpsc::UnboundedSender<LoopMsg>,
+    /// Set when the daemon stops: the rollout gives its new instances
+    /// back (as `Discard`) and ends.
+    pub cancel: watch::Receiver<bool>,
 }
+
+const STOPPING: &str = "reload aborted: the daemon is stopping";
 
 impl Rollout {
     /// Runs the rollout; the result is also reported to the loop.
@@ -81,14 +86,20 @@ impl Rollout {
                     last_reason: Some(RestartReason::Reload),
                 };
                 let ctx = self.launch.instance(index);
-                let handle = InstanceHandle::spawn(ctx, self.logs.clone(), self.keeper.clone(), Some(record));
+                // Provisional until swapped in: it neither writes nor clears
+                // the instance's keeper record, which the old one still owns.
+                let handle = InstanceHandle::provisional(ctx, self.logs.clone(), self.keeper.clone(), record);
                 handle.send(Control::Start);
                 fresh.push((index, handle));
             }
             let deadline = Instant::now() + self.ready_timeout + SPAWN_SLACK;
             let mut failure = None;
             for (index, handle) in &fresh {
-                if let Err(why) = wait_ready(handle, deadline).await {
+                if *self.cancel.borrow() {
+                    failure = Some(STOPPING.to_owned());
+                    break;
+                }
+                if let Err(why) = wait_ready(handle, deadline, &self.cancel).await {
                     failure.get_or_insert(format!(
                         "reload aborted: the new instance {index} {why}; the old instances keep serving"
                     ));
@@ -106,13 +117,17 @@ impl Rollout {
                 let (reply, answer) = oneshot::channel();
                 let swap = LoopMsg::Swap { app: self.app.clone(), index, handle, reply };
                 if self.to_loop.send(swap).is_err() {
-                    return Err("reload aborted: the daemon is stopping".into());
+                    return Err(STOPPING.into());
                 }
-                retiring.push(answer.await.map_err(|_| "reload aborted: the daemon is stopping".to_string())??);
+                // At shutdown the loop (or its final drain) still answers.
+                retiring.push(answer.await.map_err(|_| STOPPING.to_string())??);
             }
             // The old instances of this batch retire, within their kill timeout.
             let retire_by = Instant::now() + self.stop_timeout + SPAWN_SLACK;
-            while retiring.iter().any(|old| old.lock().unwrap().alive) && Instant::now() < retire_by {
+            while retiring.iter().any(|old| old.lock().unwrap().alive)
+                && Instant::now() < retire_by
+                && !*self.cancel.borrow()
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -122,11 +137,14 @@ impl Rollout {
 
 /// Waits until the new instance is online; a restart, an exit or the
 /// deadline is a failure, described for `status`.
-async fn wait_ready(handle: &InstanceHandle, deadline: Instant) -> Result<(), String> {
+async fn wait_ready(handle: &InstanceHandle, deadline: Instant, cancel: &watch::Receiver<bool>) -> Result<(), String> {
     // The new handle reads "stopped" until its task has taken `Start`.
     let mut started = false;
     loop {
         let v = handle.snapshot();
+        if *cancel.borrow() {
+            return Err("was not ready when the daemon stopped".into());
+        }
         started |= matches!(v.status, Status::Starting | Status::Online);
         if !started && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -72,6 +72,19 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     Ok(hard)
 }
 
+/// Takes an exclusive `flock` on `path` (created if missing) without
+/// waiting; `WouldBlock` when another process holds it. The lock lasts as
+/// long as the returned file (close-on-exec, so also until an `exec`).
+pub fn lock_exclusive(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    // SAFETY: flock on an fd we own, no pointers.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Drops the pages of this program's code from the process's resident set; they stay in the page cache and
 /// the next access maps them again. For the keeper, which lives as long as
 /// the apps and is idle nearly all the time: the code of its last burst of

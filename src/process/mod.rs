@@ -47,7 +47,8 @@ pub use cgroup::{CgroupError, CgroupRoot, InstanceCgroup};
 pub use creds::{Credentials, resolve_credentials};
 pub use error::ProcessError;
 pub use host::{
-    clock_ticks_per_second, cpu_count, current_uid, page_size, raise_fd_limit, release_free_memory, trim_code_pages,
+    clock_ticks_per_second, cpu_count, current_uid, lock_exclusive, page_size, raise_fd_limit, release_free_memory,
+    trim_code_pages,
 };
 pub use peer::{peer_uid, peer_uid_std, set_socket_mode};
 pub use reap::{ExitStatus, Reaper, become_subreaper, try_reap};

@@ -89,6 +89,8 @@ pub enum Control {
     /// [`Control::Remove`] of an instance a rollout replaced: its successor
     /// owns the instance's record now.
     Retire,
+    /// A rollout's replacement took its place: it owns the record now.
+    Promote,
 }
 
 /// The outside view of an instance, kept current by its task.
@@ -130,6 +132,19 @@ impl InstanceHandle {
             None => Lifecycle::default(),
         };
         Self::with(ctx, logs, keeper, lc, |_| {})
+    }
+
+    /// [`spawn`](Self::spawn) of a rollout's replacement instance: it owns
+    /// no keeper record until [`Control::Promote`] (the old instance at its
+    /// index still does).
+    pub fn provisional(
+        ctx: InstanceContext,
+        logs: LogHub,
+        keeper: KeeperClient,
+        record: InstanceRecord,
+    ) -> InstanceHandle {
+        let lc = Lifecycle::restored(record.status, record.restarts, record.last_exit, record.last_reason);
+        Self::with(ctx, logs, keeper, lc, |task| task.retired = true)
     }
 
     /// Creates the task of an instance whose process a previous daemon
@@ -252,7 +267,8 @@ struct InstanceTask {
     removing: bool,
     /// The record last given to the keeper, to send only changes.
     recorded: Option<InstanceRecord>,
-    /// Replaced by a rollout: the record is the successor's, not ours.
+    /// Not the owner of the instance's keeper record: retired by a rollout
+    /// (the successor owns it), or a replacement not yet swapped in.
     retired: bool,
     /// The keeper key of the run's Node IPC channel copy.
     node_hold: Option<String>,
@@ -287,6 +303,9 @@ impl InstanceTask {
                 }
                 _ = sleep_until(self.watchdog_deadline.unwrap_or(far)), if self.watchdog_deadline.is_some() => {
                     self.watchdog_deadline = None;
+                    if self.lc.status != Status::Online {
+                        continue;
+                    }
                     let timeout_ms = watchdog_of(&self.ctx.ready).map_or(0, |d| d.as_millis() as u64);
                     tracing::warn!(app = %self.ctx.app, index = self.ctx.index, "no watchdog ping for {timeout_ms} ms");
                     Event::Restart(RestartReason::Watchdog { timeout_ms })
@@ -331,6 +350,12 @@ impl InstanceTask {
                 self.removing = true;
                 self.retired = true;
                 Some(Event::Stop)
+            }
+            Control::Promote => {
+                self.retired = false;
+                self.recorded = None;
+                self.publish();
+                None
             }
             Control::Replace { ctx, restart } => {
                 self.ctx = *ctx;
@@ -394,6 +419,10 @@ impl InstanceTask {
         match effect {
             Effect::Spawn => self.spawn().await,
             Effect::SignalStop => {
+                // A stopping run is past readiness and watchdog: neither
+                // may turn the stop into a restart.
+                self.ready_deadline = None;
+                self.watchdog_deadline = None;
                 signal_run(self.pid, self.run_cgroup.as_ref(), self.ctx.spec.stop.signal);
                 self.kill_deadline = Some(tokio::time::Instant::now() + self.ctx.spec.stop.timeout);
                 None
@@ -514,7 +543,8 @@ impl InstanceTask {
     /// drains it, so the app never fills it); the keeper holds a copy of our
     /// end so a daemon restart does not close it under the app.
     fn read_node_channel(&mut self, pid: i32, mut channel: crate::ready::NodeChannel) {
-        let key = format!("node/{}/{}", self.ctx.app, self.ctx.index);
+        // Per run: during a rollout two runs of one index have channels.
+        let key = format!("node/{}/{}/{pid}", self.ctx.app, self.ctx.index);
         self.keeper.hold(key.clone(), &[channel.fd()]);
         self.node_hold = Some(key);
         let tx = self.tx.clone();

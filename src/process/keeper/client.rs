@@ -102,7 +102,9 @@ fn start_keeper(exe: &Path, listener: BorrowedFd) -> io::Result<()> {
     // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 || libc::setsid() < 0 {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let placed = if raw == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(raw, 3) };
+            if placed < 0 || libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

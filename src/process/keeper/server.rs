@@ -32,6 +32,16 @@ pub enum KeeperStart {
     Resume { listen: RawFd, state: RawFd },
 }
 
+/// Writes a line to the keeper's stderr (the first daemon's), ignoring
+/// errors: a closed terminal or pipe must not kill the parent of every app,
+/// as `eprintln!` would by panicking.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Quiet time after which the keeper trims its resident memory.
 const IDLE_TRIM_MS: u16 = 1000;
 
@@ -65,12 +75,9 @@ struct Keeper {
 /// an error only when it cannot start at all.
 pub fn run(start: KeeperStart) -> io::Result<()> {
     if let Err(e) = crate::process::become_subreaper() {
-        eprintln!("procd keeper: cannot become a child subreaper: {e}");
+        log!("procd keeper: cannot become a child subreaper: {e}");
     }
-    let mut mask = SigSet::empty();
-    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
-        mask.add(sig);
-    }
+    let mask = keeper_signals();
     // Blocked, and read from a signalfd; children get a clean mask at spawn.
     mask.thread_block().map_err(io::Error::from)?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
@@ -136,7 +143,7 @@ impl Keeper {
                 }
                 Ok(_) | Err(nix::errno::Errno::EINTR) => busy = true,
                 Err(e) => {
-                    eprintln!("procd keeper: poll failed: {e}");
+                    log!("procd keeper: poll failed: {e}");
                     return;
                 }
             }
@@ -167,7 +174,7 @@ impl Keeper {
                 if running == 0 {
                     self.exiting = true;
                 } else {
-                    eprintln!("procd keeper: ignoring the signal: {running} app processes run; stop them with procd");
+                    log!("procd keeper: ignoring the signal: {running} app processes run; stop them with procd");
                 }
             }
         }
@@ -187,15 +194,15 @@ impl Keeper {
         }
     }
 
-    /// A new daemon replaces the old connection: only one daemon runs (it
-    /// holds a lock), so the old one is gone.
+    /// A new daemon replaces the old connection: only one daemon runs per
+    /// state dir (it holds `daemon.lock`), so the old one is gone.
     fn accept(&mut self) {
         match wire::accept(self.listener.as_fd()) {
             Ok(fd) => {
                 self.conn = Some(fd);
                 self.outbox.clear();
             }
-            Err(e) => eprintln!("procd keeper: accept failed: {e}"),
+            Err(e) => log!("procd keeper: accept failed: {e}"),
         }
     }
 
@@ -211,7 +218,7 @@ impl Keeper {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    eprintln!("procd keeper: dropping the daemon connection: {e}");
+                    log!("procd keeper: dropping the daemon connection: {e}");
                     self.conn = None;
                     self.outbox.clear();
                     return;
@@ -241,7 +248,7 @@ impl Keeper {
             }
             ToKeeper::Reexec { exe } => {
                 let err = self.reexec(&exe);
-                eprintln!("procd keeper: cannot re-execute {}: {err}; the old keeper goes on", exe.display());
+                log!("procd keeper: cannot re-execute {}: {err}; the old keeper goes on", exe.display());
                 self.conn = None;
             }
             ToKeeper::Exit => self.exiting = true,
@@ -249,8 +256,10 @@ impl Keeper {
     }
 
     fn hello(&mut self, version: u32) {
+        // A daemon is back: whatever an earlier one said about exiting is void.
+        self.exiting = false;
         if version != VERSION {
-            eprintln!("procd keeper: daemon speaks protocol {version}, keeper {VERSION}; refusing");
+            log!("procd keeper: daemon speaks protocol {version}, keeper {VERSION}; refusing");
             self.conn = None;
             return;
         }
@@ -344,6 +353,15 @@ impl Keeper {
     }
 }
 
+/// The signals the keeper reads from its signalfd (blocked otherwise).
+fn keeper_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
+        mask.add(sig);
+    }
+    mask
+}
+
 fn encode(msg: &FromKeeper) -> Vec<u8> {
     serde_json::to_vec(msg).unwrap_or_default()
 }
@@ -401,6 +419,9 @@ impl Keeper {
             memfd.as_raw_fd().to_string(),
         ];
         let err = exec(exe, &args);
+        // std cleared the signal mask before its failed execve: block our
+        // signals again, or SIGCHLD never reaches the signalfd.
+        let _ = keeper_signals().thread_block();
         for fd in &inherited {
             let _ = set_cloexec(*fd, true);
         }
