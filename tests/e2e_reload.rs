@@ -472,3 +472,32 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn instances_get_the_socket_on_fd_3_with_the_activation_variables() {
+    let port = free_port();
+    let out = std::env::temp_dir().join(format!("procd-listen-{port}"));
+    let spec = format!(
+        "app \"sa\" {{\n    run \"sh\" \"-c\" \"echo $$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $(readlink /proc/$$/fd/3) > {}.$PROCD_INSTANCE; exec sleep 1000\"\n    \
+         instances 2\n    listen \"tcp://127.0.0.1:{port}\" name=\"web\"\n}}\n",
+        out.display()
+    );
+    let d = Daemon::start_with(&[("sa.kdl", &spec)], &[]);
+    let pids = d.wait_online("sa", 2);
+    let mut inodes = BTreeSet::new();
+    for i in 0..2 {
+        let path = format!("{}.{i}", out.display());
+        d.wait_until("the app wrote its environment", Duration::from_secs(5), || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.ends_with('\n'))
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let f: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(f[0], f[1], "LISTEN_PID is the instance's own pid: {text}");
+        assert!(pids.contains(&f[0].parse().unwrap()));
+        assert_eq!(&f[2..4], ["1", "web"], "{text}");
+        assert!(f[4].starts_with("socket:["), "fd 3 is the socket: {text}");
+        inodes.insert(f[4].to_owned());
+    }
+    assert_eq!(inodes.len(), 1, "both instances share one socket");
+}

@@ -64,7 +64,9 @@ pub(super) struct Exec {
     envp: Vec<*const c_char>,
     /// `LISTEN_PID=` followed by room for the digits, written in the child
     /// once its pid is known (the socket-activation protocol wants it).
-    listen_pid: Option<Vec<u8>>,
+    /// A leaked `Box<[u8; LISTEN_PID_SLOT]>` (freed on drop): the child
+    /// writes through this pointer, so it must not come from a shared borrow.
+    listen_pid: Option<*mut u8>,
 }
 
 /// Room for `LISTEN_PID=` and any pid (at most 2^22 on Linux) plus NUL.
@@ -91,17 +93,26 @@ impl Exec {
         let argv = pointers(&args);
         let mut envp = pointers(&vars);
         let listen_pid = listen_pid.then(|| {
-            let mut slot = vec![0u8; LISTEN_PID_SLOT];
+            let mut slot = Box::new([0u8; LISTEN_PID_SLOT]);
             slot[.."LISTEN_PID=".len()].copy_from_slice(b"LISTEN_PID=");
-            slot
+            Box::into_raw(slot).cast::<u8>()
         });
-        if let Some(slot) = &listen_pid {
-            // Before the terminating null; the Vec's buffer never moves.
-            envp.insert(envp.len() - 1, slot.as_ptr().cast());
+        if let Some(slot) = listen_pid {
+            // Before the terminating null; the leaked box never moves.
+            envp.insert(envp.len() - 1, slot.cast_const().cast());
         }
         let mut strings = args;
         strings.extend(vars);
         Ok(Exec { program, _strings: strings, argv, envp, listen_pid })
+    }
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        if let Some(slot) = self.listen_pid.take() {
+            // SAFETY: made by Box::into_raw of this very type in `new`.
+            drop(unsafe { Box::from_raw(slot.cast::<[u8; LISTEN_PID_SLOT]>()) });
+        }
     }
 }
 
@@ -240,8 +251,8 @@ fn child(exec: &Exec, setup: &ChildSetup, fds: &ChildFds) -> ! {
             if let Err(err) = place_extra(fds.extra, &mut report) {
                 break 'failed err;
             }
-            if let Some(slot) = &exec.listen_pid {
-                write_pid(slot.as_ptr().cast_mut().add("LISTEN_PID=".len()), libc::getpid());
+            if let Some(slot) = exec.listen_pid {
+                write_pid(slot.add("LISTEN_PID=".len()), libc::getpid());
             }
             libc::execve(exec.program.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
             io::Error::last_os_error()
