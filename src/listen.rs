@@ -161,6 +161,11 @@ impl ListenSet {
         ListenSet { sockets }
     }
 
+    /// The sockets back as `(address key, fd)`, the form of [`from_held`](Self::from_held).
+    pub fn into_held(self) -> Vec<(String, OwnedFd)> {
+        self.sockets.into_iter().map(|s| (s.key, s.fd)).collect()
+    }
+
     /// Whether the set is exactly `specs`, names included.
     pub fn matches(&self, specs: &[ListenSpec]) -> bool {
         self.sockets.len() == specs.len()

@@ -219,3 +219,23 @@ fn an_unreadable_state_file_still_starts_every_declared_app() {
     d.wait_online("t", 1);
     assert!(d.daemon_log().contains("state.json"), "{}", d.daemon_log());
 }
+
+#[test]
+fn a_listen_address_taken_while_no_daemon_runs_does_not_stop_the_adopted_instances() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spec = |extra: &str| {
+        format!("app \"web\" {{\n    run \"sleep\" \"1000\"\n    listen \"tcp://127.0.0.1:{port}\"\n{extra}}}\n")
+    };
+    let mut d = Daemon::start_with(&[("web.kdl", &spec(""))], &[]);
+    let pid = d.wait_online("web", 1)[0];
+    d.kill9();
+    // A second address, already in use, is added while no daemon runs.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = format!("    listen \"tcp://127.0.0.1:{}\"\n", taken.local_addr().unwrap().port());
+    d.write("web.kdl", &spec(&extra));
+    d.spawn(&[]);
+    assert_eq!(d.wait_online("web", 1), vec![pid], "the adopted instance keeps running");
+    let errors = d.status()["errors"].to_string();
+    assert!(errors.contains("in use"), "{errors}");
+    drop(taken);
+}

@@ -124,7 +124,16 @@ impl Apps {
                         Err(e) => {
                             tracing::error!(app = name, "{e}");
                             self.listen_errors.insert(name.to_string(), e);
-                            continue;
+                            // Runs a previous daemon started keep the sockets
+                            // they have; only what is new cannot start.
+                            match self.held_sockets.remove(name) {
+                                Some(held) => {
+                                    let set = Arc::new(ListenSet::from_held(held));
+                                    self.sockets.insert(name.to_string(), set.clone());
+                                    Some(set)
+                                }
+                                None => continue,
+                            }
                         }
                     };
                     let app = self
@@ -311,13 +320,21 @@ impl Apps {
         {
             return Ok(Some(set.clone()));
         }
-        let base = match (self.held_sockets.remove(&spec.name), self.sockets.get(&spec.name)) {
+        let held = self.held_sockets.remove(&spec.name);
+        let from_held = held.is_some();
+        let base = match (held, self.sockets.get(&spec.name)) {
             (Some(held), _) => held,
             (None, Some(current)) => current.duplicate().map_err(|e| format!("cannot keep the sockets: {e}"))?,
             (None, None) => Vec::new(),
         };
         let mut set = ListenSet::from_held(base);
-        set.update(&spec.listen, socket_owner(spec)).map_err(|e| format!("app `{}`: {e}", spec.name))?;
+        if let Err(e) = set.update(&spec.listen, socket_owner(spec)) {
+            // The set is unchanged: adopted runs may still use what was held.
+            if from_held {
+                self.held_sockets.insert(spec.name.clone(), set.into_held());
+            }
+            return Err(format!("app `{}`: {e}", spec.name));
+        }
         self.listen_errors.remove(&spec.name);
         let keys: Vec<String> = set.sockets().iter().map(|s| s.key.clone()).collect();
         self.keeper.hold(key.clone(), &set.fds());
