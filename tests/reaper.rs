@@ -42,7 +42,10 @@ async fn reaper_collects_codes_signals_and_orphans() {
     let killed = sh("sleep 100");
     signal_group(killed.pid, libc::SIGKILL).unwrap();
     // The grandchild outlives its parent and is re-parented to us.
-    let orphaner = sh("sh -c 'read x; exit 5' & echo $!");
+    // (It waits a moment: exiting before its parent, it would be its parent's
+    // to reap, not ours; a background job's stdin is /dev/null, so `read`
+    // would not wait.)
+    let orphaner = sh("sh -c 'sleep 0.2; exit 5' & echo $!");
     let mut line = tokio::io::BufReader::new(Receiver::from_owned_fd(orphaner.stdout).unwrap());
     let mut orphan = String::new();
     line.read_line(&mut orphan).await.unwrap();
