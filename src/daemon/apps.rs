@@ -4,17 +4,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::os::fd::OwnedFd;
 
-use crate::listen::{ListenSet, SocketOwner};
+use crate::listen::ListenSet;
 use crate::logs::LogHub;
 use crate::process::{self, CgroupRoot};
 use crate::reconcile::{Action, DesiredApp, ObservedApp};
-use crate::spec::{AppSpec, InstanceSpec, StopSpec};
+use crate::spec::AppSpec;
 use crate::supervisor::task::Control;
-use crate::supervisor::{AdoptedRun, InstanceContext, InstanceHandle, InstanceRecord, Inventory, KeeperClient};
+use crate::supervisor::{AdoptedRun, InstanceContext, InstanceHandle, InstanceRecord, KeeperClient};
 
 /// One app as the daemon runs it.
 pub struct AppRuntime {
@@ -119,23 +118,7 @@ impl Apps {
                 }
                 Action::Start { indices, .. } | Action::ScaleUp { indices, .. } => {
                     let Some(spec) = by_name.get(name) else { continue };
-                    let sockets = match self.sockets_for(spec) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(app = name, "{e}");
-                            self.listen_errors.insert(name.to_string(), e);
-                            // Runs a previous daemon started keep the sockets
-                            // they have; only what is new cannot start.
-                            match self.held_sockets.remove(name) {
-                                Some(held) => {
-                                    let set = Arc::new(ListenSet::from_held(held));
-                                    self.sockets.insert(name.to_string(), set.clone());
-                                    Some(set)
-                                }
-                                None => continue,
-                            }
-                        }
-                    };
+                    let Ok(sockets) = self.sockets_for(spec) else { continue };
                     let app = self
                         .apps
                         .entry(name.to_string())
@@ -188,15 +171,8 @@ impl Apps {
                 }
                 Action::Restart { indices, .. } => {
                     let Some(spec) = by_name.get(name) else { continue };
-                    let sockets = match self.sockets_for(spec) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // The old instances keep their sockets and run on.
-                            tracing::error!(app = name, "{e}");
-                            self.listen_errors.insert(name.to_string(), e);
-                            continue;
-                        }
-                    };
+                    // On an error the old instances keep their sockets and run on.
+                    let Ok(sockets) = self.sockets_for(spec) else { continue };
                     let Some(app) = self.apps.get_mut(name) else { continue };
                     app.spec = (*spec).clone();
                     if runs && sockets.is_some() {
@@ -235,14 +211,7 @@ impl Apps {
             }
             let (listen_changed, ready_changed) = (app.spec.listen != spec.listen, app.spec.ready != spec.ready);
             let indices: Vec<u32> = app.instances.keys().copied().collect();
-            let sockets = match self.sockets_for(spec) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(app = name, "{e}");
-                    self.listen_errors.insert(name.to_string(), e);
-                    continue;
-                }
-            };
+            let Ok(sockets) = self.sockets_for(spec) else { continue };
             let launch =
                 AppLaunch::new(&self.base_env, self.cgroups.clone(), spec, sockets, self.notify_socket.as_deref());
             let app = self.apps.get_mut(name).expect("checked above");
@@ -258,185 +227,6 @@ impl Apps {
         }
         self.draining.retain(|h| !h.join.is_finished());
         started
-    }
-
-    /// Takes what the keeper handed over, for the first plan to claim.
-    pub fn take_inventory(&mut self, inventory: Inventory) {
-        let mut surplus = Vec::new();
-        for run in inventory.runs {
-            let key = (run.tag.app.clone(), run.tag.index);
-            // Two runs of one instance: a rollout was cut short. The one it
-            // promoted (a record written at the swap) is the instance, else
-            // the one that was serving before it: a replacement that never
-            // proved ready must not win. The other is stopped.
-            let Some(other) = self.adoptable.remove(&key) else {
-                self.adoptable.insert(key, run);
-                continue;
-            };
-            let promoted: Option<i32> = inventory
-                .other
-                .get(&format!("promoted/{}/{}", key.0, key.1))
-                .and_then(|v| serde_json::from_str::<Option<i32>>(v).ok().flatten());
-            let run_first = match promoted {
-                Some(pid) => run.pid == pid,
-                None => {
-                    (run.exit.is_none(), std::cmp::Reverse(run.tag.started_ms))
-                        > (other.exit.is_none(), std::cmp::Reverse(other.tag.started_ms))
-                }
-            };
-            let (keep, drop) = if run_first { (run, other) } else { (other, run) };
-            self.adoptable.insert(key, keep);
-            surplus.push(drop);
-        }
-        for key in inventory.other.keys().filter(|k| k.starts_with("promoted/")) {
-            self.keeper.store(key.clone(), None::<&i32>);
-        }
-        self.surplus = surplus;
-        self.records = inventory.records.into_iter().collect();
-        for (key, fds) in inventory.held {
-            let Some(app) = key.strip_prefix(LISTEN_KEY) else { continue };
-            let keys: Vec<String> =
-                inventory.other.get(&key).and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
-            if keys.len() == fds.len() {
-                self.held_sockets.insert(app.to_owned(), keys.into_iter().zip(fds).collect());
-            }
-        }
-    }
-
-    /// The app's listening sockets, bound now if needed: the ones it has
-    /// (or a previous daemon had) are kept, new addresses bound, removed ones
-    /// closed. The keeper holds a copy for the next daemon.
-    fn sockets_for(&mut self, spec: &AppSpec) -> Result<Option<Arc<ListenSet>>, String> {
-        let key = format!("{LISTEN_KEY}{}", spec.name);
-        if spec.listen.is_empty() {
-            if self.sockets.remove(&spec.name).is_some() {
-                self.keeper.release(key.clone());
-                self.keeper.store(key, None::<&Vec<String>>);
-            }
-            return Ok(None);
-        }
-        if let Some(set) = self.sockets.get(&spec.name)
-            && set.matches(&spec.listen)
-        {
-            return Ok(Some(set.clone()));
-        }
-        let held = self.held_sockets.remove(&spec.name);
-        let from_held = held.is_some();
-        let base = match (held, self.sockets.get(&spec.name)) {
-            (Some(held), _) => held,
-            (None, Some(current)) => current.duplicate().map_err(|e| format!("cannot keep the sockets: {e}"))?,
-            (None, None) => Vec::new(),
-        };
-        let mut set = ListenSet::from_held(base);
-        if let Err(e) = set.update(&spec.listen, socket_owner(spec)) {
-            // The set is unchanged: adopted runs may still use what was held.
-            if from_held {
-                self.held_sockets.insert(spec.name.clone(), set.into_held());
-            }
-            return Err(format!("app `{}`: {e}", spec.name));
-        }
-        self.listen_errors.remove(&spec.name);
-        let keys: Vec<String> = set.sockets().iter().map(|s| s.key.clone()).collect();
-        self.keeper.hold(key.clone(), &set.fds());
-        self.keeper.store(key, Some(&keys));
-        let set = Arc::new(set);
-        self.sockets.insert(spec.name.clone(), set.clone());
-        Ok(Some(set))
-    }
-
-    /// Closes the sockets of apps no longer declared.
-    pub fn drop_sockets(&mut self, declared: &[AppSpec]) {
-        let gone: Vec<String> =
-            self.sockets.keys().filter(|n| !declared.iter().any(|s| &s.name == *n)).cloned().collect();
-        for name in gone {
-            self.sockets.remove(&name);
-            let key = format!("{LISTEN_KEY}{name}");
-            self.keeper.release(key.clone());
-            self.keeper.store(key, None::<&Vec<String>>);
-        }
-        // Sockets a previous daemon held for apps not declared any more:
-        // closed in the keeper too, or the port stays bound for nobody.
-        for name in std::mem::take(&mut self.held_sockets).into_keys() {
-            let key = format!("{LISTEN_KEY}{name}");
-            self.keeper.release(key.clone());
-            self.keeper.store(key, None::<&Vec<String>>);
-        }
-        self.listen_errors.retain(|n, _| declared.iter().any(|s| &s.name == n));
-    }
-
-    /// Clears run cgroups no adopted run owns: processes of a keeper that
-    /// was lost (its runs cannot be adopted) are stopped, so no instance
-    /// runs twice, and empty leftovers are removed. Call before the first
-    /// plan.
-    pub fn sweep_stray_cgroups(&self) {
-        let Some(root) = &self.cgroups else { return };
-        let owned: std::collections::HashSet<&std::path::Path> =
-            self.adoptable.values().chain(&self.surplus).filter_map(|r| r.tag.cgroup.as_deref()).collect();
-        for cg in root.instances() {
-            if owned.contains(cg.path()) {
-                continue;
-            }
-            if !cg.populated() {
-                let _ = cg.remove();
-                continue;
-            }
-            tracing::warn!(cgroup = %cg.path().display(), "processes no keeper knows of (a lost keeper's): stopping them");
-            cg.signal_all(libc::SIGTERM);
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while cg.populated() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                cg.kill_all();
-                while cg.populated() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let _ = cg.remove();
-            });
-        }
-    }
-
-    /// Stops the adopted runs no declared instance claimed (their app was
-    /// removed or scaled down while no daemon ran), draining their output
-    /// to the app's default log files until they are gone.
-    pub fn stop_unclaimed(&mut self) {
-        let unclaimed = std::mem::take(&mut self.adoptable).into_values().chain(std::mem::take(&mut self.surplus));
-        for run in unclaimed {
-            let (app, index) = (run.tag.app.clone(), run.tag.index);
-            tracing::info!(app, index, pid = run.pid, "stopping an instance no longer declared");
-            let stop =
-                StopSpec { signal: run.tag.stop_signal, timeout: Duration::from_millis(run.tag.stop_timeout_ms) };
-            let spec = InstanceSpec {
-                argv: Vec::new(),
-                cwd: None,
-                env: BTreeMap::new(),
-                user: None,
-                group: None,
-                groups: Vec::new(),
-                stop,
-                restart: Default::default(),
-                logs: Default::default(),
-            };
-            let ctx = InstanceContext {
-                app: app.clone(),
-                index,
-                spec: Arc::new(spec),
-                hash: run.tag.hash.clone(),
-                env: Arc::default(),
-                credentials: None,
-                credential_error: None,
-                cgroups: self.cgroups.clone(),
-                sockets: None,
-                ready: Default::default(),
-                node_ipc: false,
-            };
-            let handle = InstanceHandle::adopt(ctx, self.logs.clone(), self.keeper.clone(), run, None);
-            handle.send(Control::Retire);
-            self.draining.push(handle);
-        }
-        for (app, index) in std::mem::take(&mut self.records).into_keys() {
-            self.keeper.store(InstanceRecord::key(&app, index), None::<&InstanceRecord>);
-        }
     }
 
     /// Sends `msg()` to every instance of the named apps.
@@ -460,23 +250,12 @@ impl Apps {
     }
 }
 
-/// Keeper key prefix of an app's listening sockets (fds) and their
-/// addresses (record).
-const LISTEN_KEY: &str = "listen/";
-
 /// Whether the program is Node (by the name of `argv[0]`).
 fn runs_node(argv: &[String]) -> bool {
     argv.first()
         .and_then(|p| std::path::Path::new(p).file_name())
         .and_then(|n| n.to_str())
         .is_some_and(|n| n == "node" || n == "nodejs" || n.starts_with("node-") || n.starts_with("node2"))
-}
-
-/// Who owns an app's Unix sockets: its user, when it has one.
-fn socket_owner(spec: &AppSpec) -> Option<SocketOwner> {
-    let t = &spec.template;
-    let creds = process::resolve_credentials(t.user.as_deref(), t.group.as_deref(), &t.groups).ok()??;
-    Some(SocketOwner { uid: creds.uid, gid: creds.gid })
 }
 
 /// What every instance of one app starts with, worked out once per app

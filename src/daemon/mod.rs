@@ -7,14 +7,16 @@
 //! that wait for processes on their connection's task, reaping in the reaper
 //! task, sampling in the monitor task.
 
+mod adopt;
 mod apps;
+mod host;
 mod report;
 mod requests;
 mod rollout;
+mod sockets;
 mod usage;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -37,6 +39,7 @@ use crate::watch::ConfigWatcher;
 
 pub use apps::AppLaunch;
 use apps::Apps;
+use host::{base_env, detect_cgroups, reexec, route_notifications, sd_notify};
 use usage::{Sampler, SharedSampler};
 
 /// Settings of one daemon run.
@@ -364,51 +367,6 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
 }
 
-/// Hands each notify datagram to the instance it comes from: the sender's
-/// pid, or the nearest ancestor of it that is an instance leader (a worker
-/// process of the app may send READY=1 too).
-async fn route_notifications(socket: crate::ready::NotifySocket, router: ExitRouter) {
-    loop {
-        let datagram = match socket.recv().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("notify socket: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let routes = router.routes();
-        let mut pid = datagram.pid;
-        for _ in 0..8 {
-            if let Some((leader, route)) = routes.iter().find(|(p, _)| *p == pid) {
-                route.send(Control::Notify { pid: *leader, messages: datagram.messages });
-                break;
-            }
-            match crate::monitor::parent_pid(pid) {
-                Some(parent) if parent > 1 => pid = parent,
-                _ => break,
-            }
-        }
-    }
-}
-
-/// Tells the service manager, if any, about our state; a failure is worth a
-/// warning only.
-fn sd_notify(state: &str) {
-    if let Err(e) = crate::sd_notify::notify(state) {
-        tracing::warn!("cannot notify the service manager ({state}): {e}");
-    }
-}
-
-/// Replaces this process by `exe` with the same arguments: the pid (and a
-/// service manager's view of it) stays, the new image adopts everything
-/// from the keeper. Returns only on failure.
-fn reexec(exe: &std::path::Path) -> DaemonError {
-    use std::os::unix::process::CommandExt;
-    let source = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
-    DaemonError::Reexec { exe: exe.to_owned(), source }
-}
-
 impl Daemon {
     /// Re-reads every spec file and applies the difference; returns the
     /// plan and the instances it started or restarted.
@@ -513,148 +471,6 @@ impl Daemon {
         self.apps.send_all(&[event.app], || Control::RestartIfRunning(reason.clone()));
     }
 
-    /// Starts a rolling reload of `indices` of `app` with its current spec;
-    /// the receiver gets the result.
-    fn start_rollout(
-        &mut self,
-        app: &str,
-        indices: Vec<u32>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
-        if self.rolling.contains(app) {
-            return Err(format!("a rolling reload of `{app}` is already in progress"));
-        }
-        let Some(runtime) = self.apps.apps.get(app) else { return Err(format!("no app named `{app}`")) };
-        let spec = runtime.spec.clone();
-        let sockets = self.apps.sockets.get(app).cloned();
-        let restarts = indices.iter().map(|i| runtime.instances.get(i).map_or(0, |h| h.snapshot().restarts)).collect();
-        let launch = AppLaunch::new(
-            &self.apps.base_env,
-            self.apps.cgroups.clone(),
-            &spec,
-            sockets,
-            self.apps.notify_socket.as_deref(),
-        );
-        let job = rollout::Rollout {
-            cancel: self.cancel_rollouts.subscribe(),
-            app: app.to_owned(),
-            indices,
-            launch: Arc::new(launch),
-            restarts,
-            ready_timeout: spec.ready.timeout,
-            stop_timeout: spec.template.stop.timeout,
-            max_surge: spec.rollout.max_surge as usize,
-            logs: self.apps.logs.clone(),
-            keeper: self.apps.keeper.clone(),
-            to_loop: self.loop_tx.clone(),
-        };
-        tracing::info!(app, "rolling reload");
-        self.rolling.insert(app.to_owned());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.rollout_tasks.retain(|t| !t.is_finished());
-        self.rollout_tasks.push(tokio::spawn(async move {
-            let _ = tx.send(job.run().await);
-        }));
-        Ok(rx)
-    }
-
-    /// Ends every rollout: each gives its new instances back, and swaps
-    /// still queued are refused, their instances removed with the rest.
-    async fn end_rollouts(&mut self, loop_rx: &mut mpsc::UnboundedReceiver<rollout::LoopMsg>) {
-        let _ = self.cancel_rollouts.send(true);
-        for task in std::mem::take(&mut self.rollout_tasks) {
-            tokio::pin!(task);
-            loop {
-                tokio::select! {
-                    _ = &mut task => break,
-                    Some(msg) = loop_rx.recv() => match msg {
-                        rollout::LoopMsg::Swap { handle, reply, .. } => {
-                            handle.send(Control::Remove);
-                            self.apps.draining.push(handle);
-                            let _ = reply.send(Err("reload aborted: the daemon is stopping".into()));
-                        }
-                        rollout::LoopMsg::Discard(handle) => self.apps.draining.push(handle),
-                        _ => {}
-                    },
-                }
-            }
-        }
-        while let Ok(msg) = loop_rx.try_recv() {
-            if let rollout::LoopMsg::Discard(handle) = msg {
-                self.apps.draining.push(handle);
-            }
-        }
-    }
-
-    /// What a rollout asks of the loop.
-    fn on_rollout(&mut self, msg: rollout::LoopMsg) {
-        match msg {
-            rollout::LoopMsg::Swap { app, index, handle, reply } => {
-                let slot = self.apps.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&index));
-                match slot {
-                    // An operator stopped the app meanwhile: keep it stopped.
-                    Some(_) if self.operator.stopped.contains(&app) => {
-                        handle.send(Control::Remove);
-                        self.apps.draining.push(handle);
-                        let _ = reply.send(Err(format!("reload stopped: `{app}` was stopped")));
-                    }
-                    Some(slot) => {
-                        let pid = handle.snapshot().pid;
-                        handle.send(Control::Promote);
-                        let old = std::mem::replace(slot, handle);
-                        let view = old.view.clone();
-                        old.send(Control::Retire);
-                        self.apps.draining.push(old);
-                        // If the daemon dies before the old run is gone, the
-                        // next one keeps this run, not the retiring one.
-                        self.apps.keeper.store(format!("promoted/{app}/{index}"), Some(&pid));
-                        let _ = reply.send(Ok(view));
-                    }
-                    None => {
-                        handle.send(Control::Remove);
-                        self.apps.draining.push(handle);
-                        let _ = reply.send(Err(format!("reload stopped: instance {index} of `{app}` is gone")));
-                    }
-                }
-            }
-            rollout::LoopMsg::Discard(handle) => self.apps.draining.push(handle),
-            rollout::LoopMsg::ReloadInstance { app, pid } => {
-                let index = self
-                    .apps
-                    .apps
-                    .get(&app)
-                    .and_then(|a| a.instances.iter().find(|(_, h)| h.snapshot().pid == Some(pid)).map(|(i, _)| *i));
-                if index.is_some() && self.rolling.contains(&app) {
-                    // Another rollout runs: roll the app again after it.
-                    self.queued_rollouts.insert(app);
-                } else if let Some(index) = index
-                    && let Err(e) = self.start_rollout(&app, vec![index])
-                {
-                    tracing::error!(app, "{e}");
-                }
-            }
-            rollout::LoopMsg::Finished { app, result } => {
-                self.rolling.remove(&app);
-                if self.queued_rollouts.remove(&app) && !self.operator.stopped.contains(&app) {
-                    let indices: Vec<u32> =
-                        self.apps.apps.get(&app).map(|a| a.instances.keys().copied().collect()).unwrap_or_default();
-                    if let Err(e) = self.start_rollout(&app, indices) {
-                        tracing::error!(app, "{e}");
-                    }
-                }
-                match result {
-                    Ok(()) => {
-                        tracing::info!(app, "rolling reload done");
-                        self.rollout_errors.remove(&app);
-                    }
-                    Err(e) => {
-                        tracing::error!(app, "{e}");
-                        self.rollout_errors.insert(app, e);
-                    }
-                }
-            }
-        }
-    }
-
     /// Reopens every log file by path, after an external logrotate.
     fn reopen_logs(&self) {
         self.apps.logs.reopen();
@@ -677,34 +493,4 @@ impl Daemon {
             let _ = h.join.await;
         }
     }
-}
-
-/// The daemon's cgroup v2 subtree, named after its state dir so that
-/// several daemons side by side never share one.
-fn detect_cgroups(paths: &Paths) -> Option<Arc<process::CgroupRoot>> {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(paths.state_dir.as_os_str().as_encoded_bytes());
-    let name = format!("procd-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]);
-    match process::CgroupRoot::detect(&name) {
-        Ok(Some(root)) => {
-            tracing::info!("each instance runs in its own cgroup under {}", root.path().display());
-            Some(Arc::new(root))
-        }
-        Ok(None) => {
-            tracing::info!("no writable cgroup v2 hierarchy: stops reach process groups only");
-            None
-        }
-        Err(e) => {
-            tracing::warn!("cgroups unavailable: {e}; stops reach process groups only");
-            None
-        }
-    }
-}
-
-/// The daemon's environment minus what belongs to the daemon alone (its
-/// own socket activation and notify socket).
-fn base_env() -> Vec<(String, String)> {
-    const PRIVATE: &[&str] =
-        &["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"];
-    std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect()
 }

@@ -176,3 +176,147 @@ async fn wait_ready(handle: &InstanceHandle, deadline: Instant, cancel: &watch::
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+impl super::Daemon {
+    /// Starts a rolling reload of `indices` of `app` with its current spec;
+    /// the receiver gets the result.
+    pub(super) fn start_rollout(
+        &mut self,
+        app: &str,
+        indices: Vec<u32>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), String>>, String> {
+        if self.rolling.contains(app) {
+            return Err(format!("a rolling reload of `{app}` is already in progress"));
+        }
+        let Some(runtime) = self.apps.apps.get(app) else { return Err(format!("no app named `{app}`")) };
+        let spec = runtime.spec.clone();
+        let sockets = self.apps.sockets.get(app).cloned();
+        let restarts = indices.iter().map(|i| runtime.instances.get(i).map_or(0, |h| h.snapshot().restarts)).collect();
+        let launch = AppLaunch::new(
+            &self.apps.base_env,
+            self.apps.cgroups.clone(),
+            &spec,
+            sockets,
+            self.apps.notify_socket.as_deref(),
+        );
+        let job = Rollout {
+            cancel: self.cancel_rollouts.subscribe(),
+            app: app.to_owned(),
+            indices,
+            launch: Arc::new(launch),
+            restarts,
+            ready_timeout: spec.ready.timeout,
+            stop_timeout: spec.template.stop.timeout,
+            max_surge: spec.rollout.max_surge as usize,
+            logs: self.apps.logs.clone(),
+            keeper: self.apps.keeper.clone(),
+            to_loop: self.loop_tx.clone(),
+        };
+        tracing::info!(app, "rolling reload");
+        self.rolling.insert(app.to_owned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.rollout_tasks.retain(|t| !t.is_finished());
+        self.rollout_tasks.push(tokio::spawn(async move {
+            let _ = tx.send(job.run().await);
+        }));
+        Ok(rx)
+    }
+
+    /// Ends every rollout: each gives its new instances back, and swaps
+    /// still queued are refused, their instances removed with the rest.
+    pub(super) async fn end_rollouts(&mut self, loop_rx: &mut mpsc::UnboundedReceiver<LoopMsg>) {
+        let _ = self.cancel_rollouts.send(true);
+        for task in std::mem::take(&mut self.rollout_tasks) {
+            tokio::pin!(task);
+            loop {
+                tokio::select! {
+                    _ = &mut task => break,
+                    Some(msg) = loop_rx.recv() => match msg {
+                        LoopMsg::Swap { handle, reply, .. } => {
+                            handle.send(Control::Remove);
+                            self.apps.draining.push(handle);
+                            let _ = reply.send(Err("reload aborted: the daemon is stopping".into()));
+                        }
+                        LoopMsg::Discard(handle) => self.apps.draining.push(handle),
+                        _ => {}
+                    },
+                }
+            }
+        }
+        while let Ok(msg) = loop_rx.try_recv() {
+            if let LoopMsg::Discard(handle) = msg {
+                self.apps.draining.push(handle);
+            }
+        }
+    }
+
+    /// What a rollout asks of the loop.
+    pub(super) fn on_rollout(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Swap { app, index, handle, reply } => {
+                let slot = self.apps.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&index));
+                match slot {
+                    // An operator stopped the app meanwhile: keep it stopped.
+                    Some(_) if self.operator.stopped.contains(&app) => {
+                        handle.send(Control::Remove);
+                        self.apps.draining.push(handle);
+                        let _ = reply.send(Err(format!("reload stopped: `{app}` was stopped")));
+                    }
+                    Some(slot) => {
+                        let pid = handle.snapshot().pid;
+                        handle.send(Control::Promote);
+                        let old = std::mem::replace(slot, handle);
+                        let view = old.view.clone();
+                        old.send(Control::Retire);
+                        self.apps.draining.push(old);
+                        // If the daemon dies before the old run is gone, the
+                        // next one keeps this run, not the retiring one.
+                        self.apps.keeper.store(format!("promoted/{app}/{index}"), Some(&pid));
+                        let _ = reply.send(Ok(view));
+                    }
+                    None => {
+                        handle.send(Control::Remove);
+                        self.apps.draining.push(handle);
+                        let _ = reply.send(Err(format!("reload stopped: instance {index} of `{app}` is gone")));
+                    }
+                }
+            }
+            LoopMsg::Discard(handle) => self.apps.draining.push(handle),
+            LoopMsg::ReloadInstance { app, pid } => {
+                let index = self
+                    .apps
+                    .apps
+                    .get(&app)
+                    .and_then(|a| a.instances.iter().find(|(_, h)| h.snapshot().pid == Some(pid)).map(|(i, _)| *i));
+                if index.is_some() && self.rolling.contains(&app) {
+                    // Another rollout runs: roll the app again after it.
+                    self.queued_rollouts.insert(app);
+                } else if let Some(index) = index
+                    && let Err(e) = self.start_rollout(&app, vec![index])
+                {
+                    tracing::error!(app, "{e}");
+                }
+            }
+            LoopMsg::Finished { app, result } => {
+                self.rolling.remove(&app);
+                if self.queued_rollouts.remove(&app) && !self.operator.stopped.contains(&app) {
+                    let indices: Vec<u32> =
+                        self.apps.apps.get(&app).map(|a| a.instances.keys().copied().collect()).unwrap_or_default();
+                    if let Err(e) = self.start_rollout(&app, indices) {
+                        tracing::error!(app, "{e}");
+                    }
+                }
+                match result {
+                    Ok(()) => {
+                        tracing::info!(app, "rolling reload done");
+                        self.rollout_errors.remove(&app);
+                    }
+                    Err(e) => {
+                        tracing::error!(app, "{e}");
+                        self.rollout_errors.insert(app, e);
+                    }
+                }
+            }
+        }
+    }
+}

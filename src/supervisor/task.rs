@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
+mod readiness;
+
 use super::keeper::{AdoptedRun, InstanceRecord, KeeperClient, RunTag};
 use super::router::Route;
 use super::state::{Effect, Event, Lifecycle, RestartReason, Status};
@@ -24,6 +26,7 @@ use crate::process::keeper::LaunchRequest;
 use crate::process::{self, CgroupRoot, Credentials, ExitStatus, InstanceCgroup};
 use crate::ready::NotifyMsg;
 use crate::spec::{InstanceSpec, ReadyCheck, ReadySpec, SpecHash};
+use readiness::watchdog_of;
 
 /// How often a stopping instance checks whether its group is empty. Short,
 /// because a restart waits for it; cheap, because it is one `kill(-pgid, 0)`.
@@ -539,82 +542,6 @@ impl InstanceTask {
         }
     }
 
-    /// Reads the run's Node IPC channel for `process.send('ready')` (and
-    /// drains it, so the app never fills it); the keeper holds a copy of our
-    /// end so a daemon restart does not close it under the app.
-    fn read_node_channel(&mut self, pid: i32, mut channel: crate::ready::NodeChannel) {
-        // Per run: during a rollout two runs of one index have channels.
-        let key = format!("node/{}/{}/{pid}", self.ctx.app, self.ctx.index);
-        self.keeper.hold(key.clone(), &[channel.fd()]);
-        self.node_hold = Some(key);
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = channel.recv().await {
-                if crate::ready::is_ready(&message) {
-                    let _ = tx.send(Control::Ready { pid });
-                }
-            }
-        });
-    }
-
-    fn release_node_channel(&mut self) {
-        if let Some(key) = self.node_hold.take() {
-            self.keeper.release(key);
-        }
-    }
-
-    /// Online at once without a `ready` check; otherwise arm the deadline
-    /// and start the probe (notify waits for the app's own message).
-    fn await_ready(&mut self, pid: i32) -> Option<Event> {
-        let timeout = self.ctx.ready.timeout;
-        let probe: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>> =
-            match &self.ctx.ready.check {
-                ReadyCheck::None => return self.became_ready(pid),
-                ReadyCheck::Notify { .. } => None,
-                ReadyCheck::Tcp { address } => {
-                    let address = address.clone();
-                    Some(Box::pin(async move { crate::ready::tcp(&address, timeout).await.is_ok() }))
-                }
-                ReadyCheck::Http { url } => {
-                    let url = url.clone();
-                    Some(Box::pin(async move { crate::ready::http(&url, timeout).await.is_ok() }))
-                }
-                ReadyCheck::Exec { argv } => {
-                    let (argv, env) = (argv.clone(), self.ctx.env.clone());
-                    let cwd = self.ctx.spec.cwd.clone().unwrap_or_else(|| "/".into());
-                    Some(Box::pin(async move { crate::ready::exec(&argv, &env, &cwd, timeout).await.is_ok() }))
-                }
-            };
-        self.ready_deadline = Some(tokio::time::Instant::now() + timeout);
-        if let Some(probe) = probe {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                if probe.await {
-                    let _ = tx.send(Control::Ready { pid });
-                }
-            });
-        }
-        None
-    }
-
-    /// The run `pid` is ready: online (once), and its watchdog armed.
-    fn became_ready(&mut self, pid: i32) -> Option<Event> {
-        if self.pid != Some(pid) || self.lc.status != Status::Starting {
-            return None;
-        }
-        self.ready_deadline = None;
-        if watchdog_of(&self.ctx.ready).is_some() {
-            self.arm_watchdog();
-        }
-        Some(Event::Spawned)
-    }
-
-    fn arm_watchdog(&mut self) {
-        if let Some(d) = watchdog_of(&self.ctx.ready) {
-            self.watchdog_deadline = Some(tokio::time::Instant::now() + d);
-        }
-    }
-
     fn route(&self) -> Route {
         Route { app: Arc::from(self.ctx.app.as_str()), tx: self.tx.clone(), cgroup: self.run_cgroup.clone() }
     }
@@ -719,14 +646,6 @@ fn next_run_id() -> u64 {
         std::sync::atomic::Ordering::Relaxed,
     );
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The watchdog period of a `ready "notify" watchdog=` spec.
-fn watchdog_of(ready: &ReadySpec) -> Option<Duration> {
-    match ready.check {
-        ReadyCheck::Notify { watchdog } => watchdog,
-        _ => None,
-    }
 }
 
 fn unix_ms_now() -> u64 {
