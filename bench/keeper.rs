@@ -31,15 +31,8 @@ fn all_online(client: &Client) -> Option<Vec<(i32, u32)>> {
         .then(|| inst.iter().map(|i| (i.pid.unwrap_or(0), i.restarts)).collect())
 }
 
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    common::poll(what, timeout, Duration::from_micros(200), f)
 }
 
 fn started_ms(client: &Client) -> Option<u64> {

@@ -78,6 +78,24 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         / 1e9
 }
 
+/// Calls `f` every `pause` until it gives a value; panics naming `what`
+/// after `timeout` (a benchmark that cannot finish must not hang).
+pub fn poll<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    pause: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+    }
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]

@@ -119,18 +119,12 @@ impl Apps {
                 Action::Start { indices, .. } | Action::ScaleUp { indices, .. } => {
                     let Some(spec) = by_name.get(name) else { continue };
                     let Ok(sockets) = self.sockets_for(spec) else { continue };
+                    let launch = self.launch_for(spec, sockets);
                     let app = self
                         .apps
                         .entry(name.to_string())
                         .or_insert_with(|| AppRuntime { spec: (*spec).clone(), instances: BTreeMap::new() });
                     app.spec = (*spec).clone();
-                    let launch = AppLaunch::new(
-                        &self.base_env,
-                        self.cgroups.clone(),
-                        spec,
-                        sockets,
-                        self.notify_socket.as_deref(),
-                    );
                     for &i in indices {
                         let ctx = launch.instance(i);
                         let key = (name.to_string(), i);
@@ -173,21 +167,18 @@ impl Apps {
                     let Some(spec) = by_name.get(name) else { continue };
                     // On an error the old instances keep their sockets and run on.
                     let Ok(sockets) = self.sockets_for(spec) else { continue };
-                    let Some(app) = self.apps.get_mut(name) else { continue };
-                    app.spec = (*spec).clone();
                     if runs && sockets.is_some() {
                         // An app that listens is replaced instance by instance.
-                        self.rollouts.push((name.to_string(), indices.clone()));
-                        started.extend(indices.iter().map(|i| (name.to_string(), *i)));
+                        if let Some(app) = self.apps.get_mut(name) {
+                            app.spec = (*spec).clone();
+                            self.rollouts.push((name.to_string(), indices.clone()));
+                            started.extend(indices.iter().map(|i| (name.to_string(), *i)));
+                        }
                         continue;
                     }
-                    let launch = AppLaunch::new(
-                        &self.base_env,
-                        self.cgroups.clone(),
-                        spec,
-                        sockets,
-                        self.notify_socket.as_deref(),
-                    );
+                    let launch = self.launch_for(spec, sockets);
+                    let Some(app) = self.apps.get_mut(name) else { continue };
+                    app.spec = (*spec).clone();
                     for i in indices {
                         if let Some(handle) = app.instances.get(i) {
                             let ctx = Box::new(launch.instance(*i));
@@ -212,8 +203,7 @@ impl Apps {
             let (listen_changed, ready_changed) = (app.spec.listen != spec.listen, app.spec.ready != spec.ready);
             let indices: Vec<u32> = app.instances.keys().copied().collect();
             let Ok(sockets) = self.sockets_for(spec) else { continue };
-            let launch =
-                AppLaunch::new(&self.base_env, self.cgroups.clone(), spec, sockets, self.notify_socket.as_deref());
+            let launch = self.launch_for(spec, sockets);
             let app = self.apps.get_mut(name).expect("checked above");
             app.spec = spec.clone();
             if listen_changed || ready_changed {
@@ -227,6 +217,11 @@ impl Apps {
         }
         self.draining.retain(|h| !h.join.is_finished());
         started
+    }
+
+    /// What the instances of `spec` start with, with these sockets.
+    pub fn launch_for(&self, spec: &AppSpec, sockets: Option<Arc<ListenSet>>) -> AppLaunch {
+        AppLaunch::new(&self.base_env, self.cgroups.clone(), spec, sockets, self.notify_socket.as_deref())
     }
 
     /// Sends `msg()` to every instance of the named apps.

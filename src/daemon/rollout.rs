@@ -192,13 +192,7 @@ impl super::Daemon {
         let spec = runtime.spec.clone();
         let sockets = self.apps.sockets.get(app).cloned();
         let restarts = indices.iter().map(|i| runtime.instances.get(i).map_or(0, |h| h.snapshot().restarts)).collect();
-        let launch = AppLaunch::new(
-            &self.apps.base_env,
-            self.apps.cgroups.clone(),
-            &spec,
-            sockets,
-            self.apps.notify_socket.as_deref(),
-        );
+        let launch = self.apps.launch_for(&spec, sockets);
         let job = Rollout {
             cancel: self.cancel_rollouts.subscribe(),
             app: app.to_owned(),
