@@ -239,3 +239,31 @@ fn a_listen_address_taken_while_no_daemon_runs_does_not_stop_the_adopted_instanc
     assert!(errors.contains("in use"), "{errors}");
     drop(taken);
 }
+
+#[test]
+fn a_line_written_in_part_across_an_update_is_split_not_lost() {
+    let d = Daemon::start();
+    let gate = d.dir.path().join("gate");
+    let log = d.dir.path().join("partial.log");
+    d.write(
+        "p.kdl",
+        &format!(
+            "app \"p\" {{\n    run \"sh\" \"-c\" \"printf 'ready\\\\npartial'; while [ ! -f {} ]; do sleep 0.01; done; printf ' rest\\\\n'; exec sleep 1000\"\n    logs {{\n        out \"{}\"\n    }}\n}}\n",
+            gate.display(),
+            log.display()
+        ),
+    );
+    let pid = d.wait_online("p", 1)[0];
+    // "ready" and "partial" came in one read: once "ready" is in the file,
+    // "partial" waits in the daemon's buffer.
+    d.wait_until("first line logged", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ready\n"))
+    });
+    d.ok(&["update"]);
+    std::fs::write(&gate, "").unwrap();
+    d.wait_until("the rest logged", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(" rest"))
+    });
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "ready\npartial\n rest\n");
+    assert_eq!(d.wait_online("p", 1), vec![pid]);
+}

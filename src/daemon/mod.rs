@@ -341,6 +341,8 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
         Exit::KeepApps => {
             tracing::info!("exiting; the keeper keeps every app running for the next daemon");
+            daemon.apps.logs.flush_partial_lines();
+            tokio::time::sleep(Duration::from_millis(10)).await;
             keeper.flush().await;
             let _ = std::fs::remove_file(&daemon.opts.paths.socket);
             Ok(())
@@ -349,6 +351,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             tracing::info!(exe = %exe.display(), "updating: re-executing the keeper, then the daemon");
             keeper.flush().await;
             keeper.reexec(&exe).await;
+            // Lines written in part are split, not lost; the rest of the
+            // output waits in the pipes the keeper holds.
+            daemon.apps.logs.flush_partial_lines();
+            tokio::time::sleep(Duration::from_millis(10)).await;
             Err(reexec(&exe))
         }
         Exit::KeeperLost => {

@@ -64,6 +64,8 @@ struct Inner {
     app_paths: Mutex<HashMap<String, BTreeSet<PathBuf>>>,
     /// Loss accounting per (app, instance index).
     stats: Mutex<HashMap<(String, u32), Arc<StatsCell>>>,
+    /// Tells every pump to write its partial line (see `flush_partial_lines`).
+    flush: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +81,7 @@ impl LogHub {
                 files: Mutex::default(),
                 app_paths: Mutex::default(),
                 stats: Mutex::default(),
+                flush: tokio::sync::watch::channel(0).0,
             }),
         }
     }
@@ -114,7 +117,7 @@ impl LogHub {
                 (LogFormat::Plain, None) => Formatter::plain(),
             };
             let label = format!("{app}:{index}:{}", stream.as_str());
-            Pump { formatter, targets, stats: stats.clone(), label }
+            Pump { formatter, targets, stats: stats.clone(), label, flush: self.inner.flush.subscribe() }
         };
         let (out, err) = (pump(Stream::Out, &p.out), pump(Stream::Err, &p.err));
         tokio::spawn(async move {
@@ -139,6 +142,14 @@ impl LogHub {
 
     fn live_files(&self) -> Vec<Arc<LogFile>> {
         lock(&self.inner.files).values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Writes every pump's partial line (what an app wrote without a
+    /// newline yet), ended with a newline, before the daemon replaces its
+    /// image: the line is split in two in the file rather than lost. The
+    /// pumps do it when they next run: yield to them after this.
+    pub fn flush_partial_lines(&self) {
+        self.inner.flush.send_modify(|n| *n += 1);
     }
 
     /// Reopens every open file by path (SIGUSR1, `procd reload-logs`), so

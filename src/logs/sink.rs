@@ -45,6 +45,9 @@ pub struct Pump {
     pub stats: Arc<StatsCell>,
     /// For diagnostics only.
     pub label: String,
+    /// Bumped when the daemon is about to replace itself: write the partial
+    /// line held now (ended with a newline) rather than lose it.
+    pub flush: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Pump {
@@ -59,7 +62,16 @@ impl Pump {
         };
         let mut lb = LineBuf::default();
         loop {
-            let eof = match rx.readable().await {
+            let readable = tokio::select! {
+                r = rx.readable() => r,
+                Ok(()) = self.flush.changed() => {
+                    lb.finish();
+                    self.emit(lb.complete());
+                    lb.consume();
+                    continue;
+                }
+            };
+            let eof = match readable {
                 Ok(()) => fill(&rx, &mut lb, &self.label),
                 Err(e) => {
                     tracing::warn!(stream = %self.label, error = %e, "waiting for app output failed");
