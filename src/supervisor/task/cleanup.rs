@@ -5,13 +5,18 @@ use std::time::Duration;
 
 use crate::process::{self, InstanceCgroup};
 
-/// Sends `signal` to a run's process group and every process of its cgroup.
+/// Sends `signal` once to every process of a run: through its cgroup when
+/// it has one (which holds the whole group and whatever left it), else to
+/// its process group. Never both: an app would see its stop signal twice,
+/// and a shutdown handler that is not idempotent would run twice.
 pub(super) fn signal_run(pgid: Option<i32>, cgroup: Option<&InstanceCgroup>, signal: i32) {
-    if let Some(pgid) = pgid {
-        let _ = process::signal_group(pgid, signal);
-    }
-    if let Some(cg) = cgroup {
-        cg.signal_all(signal);
+    match cgroup {
+        Some(cg) if cg.populated() => cg.signal_all(signal),
+        _ => {
+            if let Some(pgid) = pgid {
+                let _ = process::signal_group(pgid, signal);
+            }
+        }
     }
 }
 
