@@ -92,7 +92,9 @@ impl SteadyLoad {
                 let round = http_load::run(plan.clone());
                 served2.lock().unwrap().extend(round.by_server.keys().cloned());
                 done2.fetch_add(round.ok + round.failed(), Ordering::Relaxed);
-                add(&mut total, round);
+                // Rounds run one after the other: their times add up.
+                total.elapsed += round.elapsed;
+                total.merge(round);
             }
             total
         });
@@ -111,24 +113,6 @@ impl SteadyLoad {
     fn finish(self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("load thread")
-    }
-}
-
-fn add(total: &mut LoadReport, round: LoadReport) {
-    total.ok += round.ok;
-    total.fresh_ok += round.fresh_ok;
-    total.retried += round.retried;
-    total.elapsed += round.elapsed;
-    for (kind, n) in round.failures {
-        *total.failures.entry(kind).or_default() += n;
-    }
-    for sample in round.samples {
-        if total.samples.len() < 10 {
-            total.samples.push(sample);
-        }
-    }
-    for (server, n) in round.by_server {
-        *total.by_server.entry(server).or_default() += n;
     }
 }
 

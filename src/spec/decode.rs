@@ -367,6 +367,19 @@ fn decode_env(d: &mut Diagnostics, node: &KdlNode, context: &str, p: &mut Partia
     }
 }
 
+/// For the decoders' table tests: one app `a` with `run "x"` and `body`,
+/// decoded; the errors as `FILE:LINE:COL: message` strings.
+#[cfg(test)]
+pub(crate) fn decode_one_key(body: &str) -> Result<AppDecl, Vec<String>> {
+    let text = format!("app \"a\" {{\n    run \"x\"\n    {body}\n}}\n");
+    let (apps, errors) = decode_document(std::path::Path::new("t.kdl"), &text);
+    if errors.is_empty() {
+        Ok(apps.into_iter().next().expect("one app"))
+    } else {
+        Err(errors.iter().map(|e| e.to_string()).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -301,17 +301,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::spec::decode::{AppDecl, decode_document};
-
-    fn decode(body: &str) -> Result<AppDecl, Vec<String>> {
-        let text = format!("app \"a\" {{\n    run \"x\"\n    {body}\n}}\n");
-        let (apps, errors) = decode_document(Path::new("t.kdl"), &text);
-        if errors.is_empty() {
-            Ok(apps.into_iter().next().unwrap())
-        } else {
-            Err(errors.iter().map(|e| e.to_string()).collect())
-        }
-    }
+    use crate::spec::decode::{decode_document, decode_one_key as decode};
 
     fn tcp(host: &str, port: u16) -> ListenAddr {
         ListenAddr::Tcp { host: host.into(), port }

@@ -101,17 +101,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::spec::decode::decode_document;
-
-    fn decode(body: &str) -> Result<crate::spec::decode::AppDecl, Vec<String>> {
-        let text = format!("app \"a\" {{\n    run \"x\"\n    {body}\n}}\n");
-        let (apps, errors) = decode_document(Path::new("t.kdl"), &text);
-        if errors.is_empty() {
-            Ok(apps.into_iter().next().unwrap())
-        } else {
-            Err(errors.iter().map(|e| e.to_string()).collect())
-        }
-    }
+    use crate::spec::decode::decode_one_key as decode;
 
     #[test]
     fn max_memory() {

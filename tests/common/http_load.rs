@@ -88,7 +88,9 @@ impl LoadReport {
         }
     }
 
-    fn merge(&mut self, other: LoadReport) {
+    /// Adds `other`'s counts to these (not its `elapsed`: merged reports
+    /// may have run side by side).
+    pub fn merge(&mut self, other: LoadReport) {
         self.ok += other.ok;
         self.fresh_ok += other.fresh_ok;
         self.retried += other.retried;

@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::Interest;
@@ -77,20 +76,6 @@ impl KeeperLink {
             }
         }
     }
-
-    /// Sends one message without a runtime (a client command that talks to
-    /// the keeper directly, e.g. after the daemon is gone).
-    pub fn send_blocking(&self, msg: &ToKeeper) -> io::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match wire::send(self.fd.get_ref().as_fd(), msg, &[]) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                other => return other,
-            }
-        }
-    }
 }
 
 /// Starts `exe keeper --listen-fd 3` in a session of its own, so a
@@ -113,16 +98,4 @@ fn start_keeper(exe: &Path, listener: BorrowedFd) -> io::Result<()> {
     // Not waited for here: the daemon's reaper collects it if it ever exits
     // while the daemon runs.
     cmd.spawn().map(drop)
-}
-
-/// Whether `msg` is the keeper's final answer to `Hello`.
-pub fn is_welcome(msg: &FromKeeper) -> bool {
-    matches!(msg, FromKeeper::Welcome { .. })
-}
-
-/// For callers that only want to know that the link is a socket.
-impl AsFd for KeeperLink {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.get_ref().as_fd()
-    }
 }

@@ -9,6 +9,6 @@ mod protocol;
 mod server;
 mod wire;
 
-pub use client::{Connected, KeeperLink, is_welcome};
+pub use client::{Connected, KeeperLink};
 pub use protocol::{FromKeeper, LaunchRequest, ToKeeper, VERSION};
 pub use server::{KeeperStart, run};

@@ -12,7 +12,6 @@ use std::path::Path;
 use nix::sys::socket::{
     self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The largest message either side sends: a spawn request carries the whole
@@ -26,13 +25,8 @@ pub const MAX_FDS: usize = 64;
 /// never blocks a sender on a slow reader.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Sends `msg` with `fds`; fails with `WouldBlock` on a full non-blocking socket.
-pub fn send<T: Serialize>(sock: BorrowedFd, msg: &T, fds: &[BorrowedFd]) -> io::Result<()> {
-    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
-    send_raw(sock, &body, fds)
-}
-
-/// [`send`] of an already encoded body.
+/// Sends one encoded message with `fds`; fails with `WouldBlock` on a full
+/// non-blocking socket.
 pub fn send_raw(sock: BorrowedFd, body: &[u8], fds: &[BorrowedFd]) -> io::Result<()> {
     if body.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "message too large for the keeper socket"));
@@ -155,7 +149,8 @@ mod tests {
         let (a, b) = pair();
         let (mut r, w) = std::io::pipe().unwrap();
         let w = OwnedFd::from(w);
-        send(a.as_fd(), &serde_json::json!({"t": "x", "n": 1}), &[w.as_fd()]).unwrap();
+        let body = serde_json::to_vec(&serde_json::json!({"t": "x", "n": 1})).unwrap();
+        send_raw(a.as_fd(), &body, &[w.as_fd()]).unwrap();
         drop(w);
         let mut buf = Vec::new();
         let (msg, fds): (serde_json::Value, _) = recv(b.as_fd(), &mut buf).unwrap().unwrap();
